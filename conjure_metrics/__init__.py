@@ -1,0 +1,1 @@
+"""conjure_metrics: semantic similarity as a text-to-image diffusion model imagines it."""
