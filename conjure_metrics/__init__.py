@@ -1,1 +1,43 @@
-"""conjure_metrics: semantic similarity as a text-to-image diffusion model imagines it."""
+"""conjure_metrics: semantic similarity of text as a text-to-image diffusion model imagines it.
+
+The distance between two prompts is the Jeffreys divergence between the reverse diffusion
+processes they induce (Liu & Soatto, "Conjuring Semantic Similarity", ICLR 2026), estimated by
+Monte-Carlo over trajectories.
+"""
+
+from conjure_metrics.chains import ReverseChain, ddim_chain, ddpm_chain, euler_ancestral_chain
+from conjure_metrics.denoisers.callable import CallableDenoiser
+from conjure_metrics.denoisers.loading import load_denoiser
+from conjure_metrics.denoisers.protocol import Denoiser
+from conjure_metrics.estimator import JeffreysTerms, StepState, jeffreys_terms
+from conjure_metrics.functional import ConjureResult, conjure_similarity, divergence_to_similarity
+from conjure_metrics.metric import ConjureSimilarity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CallableDenoiser",
+    "ConjureResult",
+    "ConjureSimilarity",
+    "Denoiser",
+    "DiffusersDenoiser",
+    "JeffreysTerms",
+    "ReverseChain",
+    "StepState",
+    "conjure_similarity",
+    "ddim_chain",
+    "ddpm_chain",
+    "divergence_to_similarity",
+    "euler_ancestral_chain",
+    "jeffreys_terms",
+    "load_denoiser",
+]
+
+
+def __getattr__(name: str):
+    # diffusers is imported only when its adapter is asked for.
+    if name == "DiffusersDenoiser":
+        from conjure_metrics.denoisers.diffusers import DiffusersDenoiser
+
+        return DiffusersDenoiser
+    raise AttributeError(f"module 'conjure_metrics' has no attribute {name!r}")

@@ -1,0 +1,192 @@
+"""Reverse diffusion samplers written as linear-Gaussian chains.
+
+Every ancestral sampler that predicts noise takes one step of the form
+
+    x_next = x_coef[i] * x + eps_coef[i] * eps_w(input_scale[i] * x, timesteps[i]) + noise_std[i] * z,
+
+with ``z ~ N(0, I)``. Writing the sampler this way gives the estimator everything it needs without
+knowing which scheduler produced it: the drift to move trajectories, and the per-step Gaussian
+whose KL between two conditionals is ``eps_coef**2 * ||Δeps_w||**2 / (2 * noise_std**2)``.
+
+``alpha_bar[i]`` is the variance-preserving signal level of the model input, so the denoised
+prediction is ``x0 = (input_scale * x - sqrt(1 - alpha_bar) * eps) / sqrt(alpha_bar)``.
+
+This module is pure torch: diffusers schedulers are converted to chains in
+:mod:`conjure_metrics.denoisers.diffusers`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ReverseChain:
+    """A reverse-time sampler as a sequence of linear-Gaussian steps (all tensors of length ``num_steps``).
+
+    Attributes:
+        timesteps: the time value passed to the denoiser at each step.
+        input_scale: factor mapping the chain state to the denoiser's (variance-preserving) input.
+        x_coef: coefficient of the state in the step mean.
+        eps_coef: coefficient of the guided noise prediction in the step mean.
+        noise_std: standard deviation of the fresh noise added by the step (0 for deterministic steps).
+        alpha_bar: variance-preserving signal level ``abar_t`` at each step.
+        init_std: standard deviation of the initial state ``x_T``.
+    """
+
+    timesteps: Tensor
+    input_scale: Tensor
+    x_coef: Tensor
+    eps_coef: Tensor
+    noise_std: Tensor
+    alpha_bar: Tensor
+    init_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        lengths = {len(t) for t in (self.timesteps, self.input_scale, self.x_coef, self.eps_coef, self.noise_std, self.alpha_bar)}
+        if len(lengths) != 1:
+            raise ValueError(f"all ReverseChain tensors must have the same length, got lengths {sorted(lengths)}")
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps)
+
+    @property
+    def stochastic(self) -> Tensor:
+        """Boolean mask of the steps that add noise (the only ones with a finite path KL)."""
+        return self.noise_std > 0
+
+    def girsanov_weight(self) -> Tensor:
+        """Per-step factor turning ``||Δeps_w||²`` (summed over elements) into the exact step KL.
+
+        Deterministic steps get weight 0: two different deterministic maps have no finite KL, so they
+        are excluded from the ``girsanov`` divergence (documented in the README).
+        """
+        variance = self.noise_std.double() ** 2
+        weight = torch.zeros_like(variance)
+        stochastic = variance > 0
+        weight[stochastic] = self.eps_coef.double()[stochastic] ** 2 / (2 * variance[stochastic])
+        return weight
+
+    def denoised(self, x: Tensor, eps: Tensor, step: int) -> Tensor:
+        """The model's prediction of the clean sample ``x0`` at ``step``."""
+        abar = self.alpha_bar[step].to(x.dtype)
+        return (self.input_scale[step].to(x.dtype) * x - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+
+def _as_double(values: Tensor | Sequence[float]) -> Tensor:
+    return torch.as_tensor(values, dtype=torch.float64)
+
+
+def ddpm_chain(
+    alphas_cumprod: Tensor | Sequence[float],
+    timesteps: Sequence[int] | Tensor,
+    variance_type: str = "fixed_small",
+) -> ReverseChain:
+    """Ancestral DDPM over a (possibly strided) subset of training timesteps.
+
+    The step from ``t`` to the next listed timestep ``s`` (or to the data, ``abar_s = 1``, after the
+    last) uses the effective ``alpha = abar_t / abar_s`` and ``beta = 1 - alpha``:
+    ``mean = (x - beta / sqrt(1 - abar_t) * eps) / sqrt(alpha)`` and variance
+    ``beta * (1 - abar_s) / (1 - abar_t)`` (``fixed_small``) or ``beta`` (``fixed_large``), as diffusers'
+    ``DDPMScheduler`` does without sample clipping. The last step to the data is deterministic.
+
+    Example:
+        >>> betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+        >>> chain = ddpm_chain(torch.cumprod(1 - betas, 0), timesteps=[900, 600, 300, 0])
+        >>> chain.num_steps, bool(chain.stochastic[-1])
+        (4, False)
+    """
+    if variance_type not in ("fixed_small", "fixed_large"):
+        raise ValueError(f"variance_type must be 'fixed_small' or 'fixed_large', got {variance_type!r}")
+    abar_all = _as_double(alphas_cumprod)
+    steps = torch.as_tensor(timesteps, dtype=torch.long)
+    abar = abar_all[steps]
+    abar_prev = torch.cat([abar[1:], torch.ones(1, dtype=torch.float64)])
+    alpha = abar / abar_prev
+    beta = 1 - alpha
+    if variance_type == "fixed_small":
+        variance = beta * (1 - abar_prev) / (1 - abar)
+    else:
+        variance = beta.clone()
+        variance[-1] = 0.0
+    return ReverseChain(
+        timesteps=steps,
+        input_scale=torch.ones_like(abar),
+        x_coef=1 / alpha.sqrt(),
+        eps_coef=-beta / (alpha.sqrt() * (1 - abar).sqrt()),
+        noise_std=variance.clamp_min(0).sqrt(),
+        alpha_bar=abar,
+    )
+
+
+def ddim_chain(
+    alphas_cumprod: Tensor | Sequence[float],
+    timesteps: Sequence[int] | Tensor,
+    eta: float = 1.0,
+    final_alpha_cumprod: float = 1.0,
+) -> ReverseChain:
+    """DDIM with stochasticity ``eta`` (``eta = 1`` is ancestral, ``eta = 0`` fully deterministic).
+
+    ``final_alpha_cumprod`` is the signal level after the last step (diffusers' ``set_alpha_to_one``).
+    """
+    if eta < 0:
+        raise ValueError(f"eta must be non-negative, got {eta}")
+    abar_all = _as_double(alphas_cumprod)
+    steps = torch.as_tensor(timesteps, dtype=torch.long)
+    abar = abar_all[steps]
+    abar_prev = torch.cat([abar[1:], torch.tensor([final_alpha_cumprod], dtype=torch.float64)])
+    variance = (1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)
+    std = eta * variance.clamp_min(0).sqrt()
+    return ReverseChain(
+        timesteps=steps,
+        input_scale=torch.ones_like(abar),
+        x_coef=(abar_prev / abar).sqrt(),
+        eps_coef=-(abar_prev * (1 - abar) / abar).sqrt() + (1 - abar_prev - std**2).clamp_min(0).sqrt(),
+        noise_std=std,
+        alpha_bar=abar,
+    )
+
+
+def euler_ancestral_chain(sigmas: Tensor | Sequence[float], timesteps: Sequence[float] | Tensor, init_std: float) -> ReverseChain:
+    """Euler-ancestral (k-diffusion ``sample_euler_ancestral``) in sigma space.
+
+    ``sigmas`` has ``len(timesteps) + 1`` entries, the last usually 0; the model sees ``x / sqrt(sigma² + 1)``.
+    """
+    sig = _as_double(sigmas)
+    if len(sig) != len(timesteps) + 1:
+        raise ValueError(f"sigmas must have len(timesteps) + 1 = {len(timesteps) + 1} entries, got {len(sig)}")
+    sigma_from, sigma_to = sig[:-1], sig[1:]
+    sigma_up = (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2).clamp_min(0).sqrt()
+    sigma_down = (sigma_to**2 - sigma_up**2).clamp_min(0).sqrt()
+    return ReverseChain(
+        timesteps=torch.as_tensor(timesteps),
+        input_scale=1 / (sigma_from**2 + 1).sqrt(),
+        x_coef=torch.ones_like(sigma_from),
+        eps_coef=sigma_down - sigma_from,
+        noise_std=sigma_up,
+        alpha_bar=1 / (sigma_from**2 + 1),
+        init_std=float(init_std),
+    )
+
+
+def linear_betas(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
+    """DDPM's linear beta schedule."""
+    return torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
+
+
+def cosine_betas(num_train_timesteps: int = 1000, max_beta: float = 0.999) -> Tensor:
+    """The cosine ("squaredcos_cap_v2") schedule of Nichol & Dhariwal."""
+    t = torch.arange(num_train_timesteps + 1, dtype=torch.float64) / num_train_timesteps
+    f = torch.cos((t + 0.008) / 1.008 * torch.pi / 2) ** 2
+    return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
+
+
+def leading_timesteps(num_steps: int, num_train_timesteps: int = 1000, steps_offset: int = 0) -> Tensor:
+    """Evenly strided timesteps from high to low noise, as diffusers' ``timestep_spacing="leading"``."""
+    stride = num_train_timesteps // num_steps
+    return torch.arange(num_steps - 1, -1, -1, dtype=torch.long) * stride + steps_offset

@@ -1,0 +1,80 @@
+"""Wrap plain functions (analytic models, custom networks) as a :class:`Denoiser`."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from conjure_metrics.chains import ReverseChain
+
+NoiseFunction = Callable[[Tensor, Tensor, Tensor], Tensor]
+ChainFactory = Callable[[int], ReverseChain]
+
+
+class CallableDenoiser:
+    """A :class:`Denoiser` made of plain callables.
+
+    Args:
+        predict_noise: ``f(x, timesteps, conditioning) -> eps`` for a batch.
+        encode_prompts: either a callable ``prompts -> conditioning`` or a mapping from prompt to a
+            conditioning tensor (stacked along a new first dimension).
+        sample_shape: shape of one sample.
+        reverse_chain: ``num_steps -> ReverseChain`` (e.g. ``lambda n: ddpm_chain(abar, leading_timesteps(n))``).
+        device: where inputs are sent.
+
+    Example:
+        >>> import torch
+        >>> from conjure_metrics.chains import ddpm_chain, leading_timesteps, linear_betas
+        >>> abar = torch.cumprod(1 - linear_betas(), 0)
+        >>> means = {"": torch.zeros(4), "red": torch.ones(4), "blue": -torch.ones(4)}
+        >>> denoiser = CallableDenoiser(
+        ...     predict_noise=lambda x, t, c: x - c,  # any function of (x, t, conditioning)
+        ...     encode_prompts=means,
+        ...     sample_shape=(4,),
+        ...     reverse_chain=lambda n: ddpm_chain(abar, leading_timesteps(n)),
+        ... )
+        >>> denoiser.encode_prompts(["red", "blue"]).shape
+        torch.Size([2, 4])
+    """
+
+    def __init__(
+        self,
+        predict_noise: NoiseFunction,
+        encode_prompts: Callable[[Sequence[str]], Tensor] | Mapping[str, Tensor],
+        sample_shape: Sequence[int],
+        reverse_chain: ChainFactory,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if not callable(predict_noise):
+            raise TypeError("predict_noise must be callable")
+        if not (callable(encode_prompts) or isinstance(encode_prompts, Mapping)):
+            raise TypeError("encode_prompts must be a callable or a mapping from prompt to tensor")
+        self._predict_noise = predict_noise
+        self._encode = encode_prompts
+        self.sample_shape = tuple(int(s) for s in sample_shape)
+        self._reverse_chain = reverse_chain
+        self._device = torch.device(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def to(self, device: torch.device | str) -> "CallableDenoiser":
+        self._device = torch.device(device)
+        return self
+
+    def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
+        if isinstance(self._encode, Mapping):
+            missing = [p for p in prompts if p not in self._encode]
+            if missing:
+                raise ValueError(f"prompts not known to this denoiser's encode_prompts mapping: {missing}")
+            return torch.stack([torch.as_tensor(self._encode[p]) for p in prompts]).to(self._device)
+        return self._encode(prompts)
+
+    def predict_noise(self, x: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:
+        return self._predict_noise(x, timesteps, conditioning)
+
+    def reverse_chain(self, num_steps: int) -> ReverseChain:
+        return self._reverse_chain(num_steps)

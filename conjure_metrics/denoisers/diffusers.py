@@ -1,0 +1,224 @@
+"""Adapter for diffusers text-to-image models: a repo on disk or the hub, components, or a pipeline."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from conjure_metrics.chains import ReverseChain, ddim_chain, ddpm_chain, euler_ancestral_chain
+
+SAMPLERS = ("ddpm", "ddim", "euler_ancestral")
+
+
+class DiffusersDenoiser:
+    """A diffusers UNet + CLIP-style text encoder + tokenizer + scheduler (+ optional VAE) as a :class:`Denoiser`.
+
+    With a ``vae`` the model works in its latent space (Stable Diffusion); without one in pixel space.
+    Noise predictions are returned as epsilon whatever the scheduler's ``prediction_type``
+    (``epsilon``, ``v_prediction`` or ``sample``).
+
+    Args:
+        unet: a ``UNet2DConditionModel`` (or any module with the same call signature).
+        text_encoder: e.g. ``CLIPTextModel``; its first output (last hidden state) is the conditioning.
+        tokenizer: the matching tokenizer. Prompts longer than ``tokenizer.model_max_length`` are
+            truncated with a warning.
+        scheduler: the model's diffusers scheduler; only its config (training schedule, spacing,
+            prediction type) is used.
+        vae: optional ``AutoencoderKL``; used only to decode pictures for ``explain``.
+        sample_size: spatial size of the samples (latent size with a VAE); defaults to the UNet's.
+        sampler: reverse chain used for trajectories: ``"ddpm"`` (ancestral, the default),
+            ``"ddim"`` (with ``eta``) or ``"euler_ancestral"``.
+        eta: DDIM stochasticity (``0`` is deterministic: use ``weighting="simple"`` then).
+
+    Example (on a machine that has the weights)::
+
+        denoiser = DiffusersDenoiser.from_pretrained("CompVis/stable-diffusion-v1-4", torch_dtype=torch.float16, device="cuda")
+    """
+
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        text_encoder: torch.nn.Module,
+        tokenizer: Any,
+        scheduler: Any,
+        vae: torch.nn.Module | None = None,
+        *,
+        sample_size: int | None = None,
+        sampler: str = "ddpm",
+        eta: float = 1.0,
+    ) -> None:
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        self.unet, self.text_encoder, self.tokenizer, self.scheduler, self.vae = unet, text_encoder, tokenizer, scheduler, vae
+        self.sampler, self.eta = sampler, eta
+        config = unet.config
+        size = sample_size if sample_size is not None else config.sample_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        self.sample_shape = (int(config.in_channels), int(height), int(width))
+        self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
+        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise ValueError(f"unsupported scheduler prediction_type {self.prediction_type!r}")
+        self._alphas_cumprod = _alphas_cumprod(scheduler)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str | os.PathLike,
+        *,
+        torch_dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        local_files_only: bool | None = None,
+        revision: str | None = None,
+        variant: str | None = None,
+        load_vae: bool = True,
+        **kwargs: Any,
+    ) -> "DiffusersDenoiser":
+        """Load the ``unet``, ``text_encoder``, ``tokenizer``, ``scheduler`` (and ``vae`` if present) subfolders.
+
+        ``path_or_id`` is a local diffusers folder or a hub id (downloaded by ``huggingface_hub`` on
+        machines that can reach it; set ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` to use the
+        cache only). Extra keyword arguments go to the constructor (``sampler``, ``eta``, ``sample_size``).
+        The loaded model is frozen and put in eval mode.
+        """
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from transformers import AutoTokenizer, CLIPTextModel
+
+        common = {"revision": revision}
+        if local_files_only is not None:
+            common["local_files_only"] = local_files_only
+        weights = dict(common, torch_dtype=torch_dtype, variant=variant)
+        unet = UNet2DConditionModel.from_pretrained(path_or_id, subfolder="unet", **weights)
+        text_encoder = CLIPTextModel.from_pretrained(path_or_id, subfolder="text_encoder", **weights)
+        tokenizer = AutoTokenizer.from_pretrained(path_or_id, subfolder="tokenizer", **common)
+        scheduler = DDPMScheduler.from_pretrained(path_or_id, subfolder="scheduler", **common)
+        vae = None
+        if load_vae and _has_subfolder(path_or_id, "vae", common):
+            vae = AutoencoderKL.from_pretrained(path_or_id, subfolder="vae", **weights)
+        for module in (unet, text_encoder, vae):
+            if module is not None:
+                module.requires_grad_(False).eval()
+        denoiser = cls(unet, text_encoder, tokenizer, scheduler, vae, **kwargs)
+        return denoiser.to(device) if device is not None else denoiser
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Any, **kwargs: Any) -> "DiffusersDenoiser":
+        """Use the components of a loaded ``StableDiffusionPipeline`` (or any pipeline with the same parts)."""
+        missing = [name for name in ("unet", "text_encoder", "tokenizer", "scheduler") if getattr(pipeline, name, None) is None]
+        if missing:
+            raise TypeError(f"pipeline has no {', '.join(missing)}; pass the components to DiffusersDenoiser directly")
+        return cls(pipeline.unet, pipeline.text_encoder, pipeline.tokenizer, pipeline.scheduler,
+                   getattr(pipeline, "vae", None), **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def to(self, device: torch.device | str) -> "DiffusersDenoiser":
+        for module in (self.unet, self.text_encoder, self.vae):
+            if module is not None:
+                module.to(device)
+        return self
+
+    @contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """Eval mode for the duration of a metric call, restoring each module's training flag afterwards."""
+        modules = [m for m in (self.unet, self.text_encoder, self.vae) if m is not None]
+        was_training = [m.training for m in modules]
+        for module in modules:
+            module.eval()
+        try:
+            yield
+        finally:
+            for module, training in zip(modules, was_training):
+                module.train(training)
+
+    def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
+        max_length = self.tokenizer.model_max_length
+        tokens = self.tokenizer(list(prompts), padding="max_length", max_length=max_length, truncation=True,
+                                return_tensors="pt", return_overflowing_tokens=False)
+        _warn_if_truncated(self.tokenizer, prompts, max_length)
+        encoder_device = next(self.text_encoder.parameters()).device
+        return self.text_encoder(tokens.input_ids.to(encoder_device))[0].to(self.device)
+
+    def predict_noise(self, x: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:
+        dtype = self.dtype
+        output = self.unet(x.to(dtype), timesteps, encoder_hidden_states=conditioning.to(dtype)).sample
+        if output.shape[1] == 2 * x.shape[1]:  # learned-variance UNets append the variance channels
+            output = output[:, : x.shape[1]]
+        output = output.to(x.dtype)
+        if self.prediction_type == "epsilon":
+            return output
+        abar = self._alphas_cumprod.to(x.device)[timesteps.round().long()].to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+        if self.prediction_type == "v_prediction":
+            return abar.sqrt() * output + (1 - abar).sqrt() * x
+        return (x - abar.sqrt() * output) / (1 - abar).sqrt()
+
+    def decode(self, x0: Tensor) -> Tensor:
+        """Pixels in ``[0, 1]`` for predicted clean samples (through the VAE in latent space)."""
+        if self.vae is None:
+            return ((x0 + 1) / 2).clamp(0, 1)
+        latents = x0.to(self.vae.dtype) / self.vae.config.scaling_factor
+        return ((self.vae.decode(latents).sample.float() + 1) / 2).clamp(0, 1)
+
+    def reverse_chain(self, num_steps: int) -> ReverseChain:
+        from diffusers import DDIMScheduler, DDPMScheduler, EulerAncestralDiscreteScheduler
+
+        config = dict(self.scheduler.config)
+        if self.sampler == "ddpm":
+            scheduler = DDPMScheduler.from_config(config)
+            scheduler.set_timesteps(num_steps)
+            variance = scheduler.config.variance_type
+            variance = variance if variance in ("fixed_small", "fixed_large") else "fixed_small"
+            return ddpm_chain(scheduler.alphas_cumprod, scheduler.timesteps, variance)
+        if self.sampler == "ddim":
+            scheduler = DDIMScheduler.from_config(config)
+            scheduler.set_timesteps(num_steps)
+            return ddim_chain(scheduler.alphas_cumprod, scheduler.timesteps, self.eta, float(scheduler.final_alpha_cumprod))
+        scheduler = EulerAncestralDiscreteScheduler.from_config(config)
+        scheduler.set_timesteps(num_steps)
+        return euler_ancestral_chain(scheduler.sigmas, scheduler.timesteps, float(scheduler.init_noise_sigma))
+
+
+def _alphas_cumprod(scheduler: Any) -> Tensor:
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(dict(scheduler.config)).alphas_cumprod.double()
+
+
+def _has_subfolder(path_or_id: str | os.PathLike, subfolder: str, hub_kwargs: dict[str, Any]) -> bool:
+    if os.path.isdir(path_or_id):
+        return os.path.isdir(os.path.join(path_or_id, subfolder))
+    from huggingface_hub import file_exists
+
+    try:
+        return file_exists(str(path_or_id), f"{subfolder}/config.json", revision=hub_kwargs.get("revision"))
+    except Exception:  # offline or unreachable hub: fall back to what the local cache holds
+        try:
+            from huggingface_hub import hf_hub_download
+
+            hf_hub_download(str(path_or_id), "config.json", subfolder=subfolder, local_files_only=True)
+            return True
+        except Exception:
+            return False
+
+
+def _warn_if_truncated(tokenizer: Any, prompts: Sequence[str], max_length: int) -> None:
+    lengths = [len(ids) for ids in tokenizer(list(prompts), truncation=False).input_ids]
+    too_long = [p for p, n in zip(prompts, lengths) if n > max_length]
+    if too_long:
+        shown = ", ".join(repr(p[:40] + ("…" if len(p) > 40 else "")) for p in too_long[:3])
+        warnings.warn(
+            f"{len(too_long)} prompt(s) exceed the tokenizer's {max_length} tokens and were truncated "
+            f"(the model never sees the rest): {shown}",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,46 @@
+"""Turn whatever the user passed as ``model`` into a :class:`Denoiser`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Union
+
+from conjure_metrics.denoisers.protocol import Denoiser
+
+ModelLike = Union[Denoiser, str, os.PathLike, Any, Callable[[], Any], None]
+
+_PROTOCOL_MEMBERS = ("encode_prompts", "predict_noise", "reverse_chain", "sample_shape")
+
+
+def is_denoiser(obj: Any) -> bool:
+    return all(hasattr(obj, name) for name in _PROTOCOL_MEMBERS)
+
+
+def load_denoiser(model: ModelLike, argument: str = "model", **load_kwargs: Any) -> Denoiser:
+    """Resolve ``model`` to a :class:`Denoiser`.
+
+    Accepts: ``None`` (the embedded conjure-zoo model), a :class:`Denoiser`, a local diffusers folder
+    or hub id (``str`` / path), a diffusers pipeline object, or a zero-argument callable returning
+    any of these (handy for lazy or offline construction, as torchmetrics' ``CLIPScore`` does).
+    ``load_kwargs`` go to :meth:`DiffusersDenoiser.from_pretrained` for paths and ids.
+    """
+    if model is None:
+        from conjure_metrics.zoo import default_model_path
+
+        model = default_model_path()
+    if is_denoiser(model):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        from conjure_metrics.denoisers.diffusers import DiffusersDenoiser
+
+        return DiffusersDenoiser.from_pretrained(model, **load_kwargs)
+    if hasattr(model, "unet") and hasattr(model, "text_encoder"):
+        from conjure_metrics.denoisers.diffusers import DiffusersDenoiser
+
+        return DiffusersDenoiser.from_pipeline(model)
+    if callable(model):
+        return load_denoiser(model(), argument, **load_kwargs)
+    raise TypeError(
+        f"{argument} must be a Denoiser, a diffusers folder or hub id, a pipeline, or a callable returning one; "
+        f"got {type(model).__name__}"
+    )

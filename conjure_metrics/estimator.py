@@ -1,0 +1,288 @@
+"""Monte-Carlo estimate of the Jeffreys divergence between the reverse processes of two conditionals.
+
+Pure torch. For a batch of pairs ``(model_a, prompt_a[p])`` vs ``(model_b, prompt_b[p])`` it runs,
+for every Monte-Carlo sample, one reverse trajectory under each side of the pair from the same
+initial noise and with the same step noise, and at every step evaluates both sides' guided noise
+predictions at both current states. The squared difference of those predictions, integrated along
+the trajectories of side a, estimates ``KL(P_a || P_b)``; along side b, ``KL(P_b || P_a)``; their sum
+is the Jeffreys divergence.
+
+Two weightings are accumulated together (they share every model call):
+
+* ``simple`` — the paper's: mean over elements of ``||Δeps_w||²``, averaged uniformly over steps,
+  summed over the two directions.
+* ``girsanov`` — the exact KL of the discrete Gaussian chains: ``eps_coef² ||Δeps_w||² / (2 noise_std²)``
+  summed over elements and stochastic steps, then over directions. Deterministic steps (the last
+  DDPM step, DDIM with ``eta = 0``) have no finite KL and are left out.
+
+``min_timestep`` leaves out the steps whose timestep is below it, in both weightings, to bound the
+low-noise end where the exact KL concentrates.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from conjure_metrics.chains import ReverseChain
+from conjure_metrics.denoisers.protocol import Denoiser
+from conjure_metrics.noise import trajectory_noise
+
+Weighting = Literal["simple", "girsanov"]
+WEIGHTINGS: tuple[str, ...] = ("simple", "girsanov")
+
+
+@dataclass(frozen=True)
+class StepState:
+    """What a ``callback`` sees after the model calls of one step (before the chain moves on).
+
+    ``x[d, p, j]`` is the state of sample ``j`` of pair ``p`` on the trajectory driven by side ``d``
+    (0 = a, 1 = b); ``eps_a`` / ``eps_b`` are the guided predictions of side a / b at those states.
+    """
+
+    step: int
+    timestep: Tensor
+    x: Tensor
+    eps_a: Tensor
+    eps_b: Tensor
+    chain: ReverseChain
+
+
+@dataclass(frozen=True)
+class JeffreysTerms:
+    """Per-step Monte-Carlo contributions, float64, shaped ``(pairs, samples, 2, steps)``.
+
+    Index 2 is the direction: 0 integrates along trajectories of side a (``KL(P_a || P_b)``), 1 along
+    side b. Summing a weighting's tensor over its last two dimensions gives one Monte-Carlo sample of
+    the Jeffreys divergence.
+    """
+
+    simple: Tensor
+    girsanov: Tensor
+    timesteps: Tensor
+    included_steps: Tensor
+
+    def contributions(self, weighting: Weighting) -> Tensor:
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        return getattr(self, weighting)
+
+    def samples(self, weighting: Weighting) -> Tensor:
+        """One Jeffreys estimate per Monte-Carlo sample, ``(pairs, samples)``."""
+        return self.contributions(weighting).sum(dim=(-1, -2))
+
+    def divergence(self, weighting: Weighting) -> Tensor:
+        """Monte-Carlo mean per pair."""
+        return self.samples(weighting).mean(dim=1)
+
+    def stderr(self, weighting: Weighting) -> Tensor:
+        """Standard error of :meth:`divergence` per pair (NaN with a single sample)."""
+        samples = self.samples(weighting)
+        if samples.shape[1] < 2:
+            return torch.full(samples.shape[:1], float("nan"), dtype=samples.dtype)
+        return samples.std(dim=1, unbiased=True) / samples.shape[1] ** 0.5
+
+
+class _ConditioningTable:
+    """Unique prompts per model, encoded once per batch (STS sets repeat sentences)."""
+
+    def __init__(self, models: Sequence[Denoiser], max_batch_size: int) -> None:
+        self._models = models
+        self._max_batch_size = max_batch_size
+        self._rows: list[dict[str, int]] = [{} for _ in models]
+
+    def row(self, model: int, prompt: str) -> int:
+        rows = self._rows[model]
+        return rows.setdefault(prompt, len(rows))
+
+    def encode(self) -> list[Tensor]:
+        tables = []
+        for model, rows in zip(self._models, self._rows):
+            prompts = list(rows)
+            chunks = [
+                model.encode_prompts(prompts[i : i + self._max_batch_size])
+                for i in range(0, len(prompts), self._max_batch_size)
+            ]
+            tables.append(torch.cat(chunks))
+        return tables
+
+
+@dataclass(frozen=True)
+class _Request:
+    group: int
+    model: int
+    row: int
+
+
+class _EvaluationPlan:
+    """Which (trajectory group, model, conditioning row) predictions each step needs, deduplicated.
+
+    A trajectory group is one (direction, pair); a pair with the same model and prompt on both sides
+    asks for one prediction, so its difference is exactly zero.
+    """
+
+    def __init__(
+        self, side_models: tuple[int, int], prompts: tuple[Sequence[str], Sequence[str]], guided: bool,
+        table: _ConditioningTable,
+    ) -> None:
+        num_pairs = len(prompts[0])
+        index: dict[_Request, int] = {}
+
+        def request(group: int, model: int, prompt: str) -> int:
+            return index.setdefault(_Request(group, model, table.row(model, prompt)), len(index))
+
+        cond, uncond = [[], []], [[], []]
+        for group in range(2 * num_pairs):
+            pair = group % num_pairs
+            for side in (0, 1):
+                cond[side].append(request(group, side_models[side], prompts[side][pair]))
+                if guided:
+                    uncond[side].append(request(group, side_models[side], ""))
+        self.requests = list(index)
+        self.cond = [torch.tensor(c) for c in cond]
+        self.uncond = [torch.tensor(u) for u in uncond] if guided else None
+        positions: dict[int, list[int]] = {}
+        for position, req in enumerate(self.requests):
+            positions.setdefault(req.model, []).append(position)
+        self.by_model = {model: torch.tensor(p) for model, p in positions.items()}
+        self.group = torch.tensor([r.group for r in self.requests])
+        self.row = torch.tensor([r.row for r in self.requests])
+
+
+def _check_same_chain(first: ReverseChain, second: ReverseChain) -> None:
+    fields = ("timesteps", "input_scale", "x_coef", "eps_coef", "noise_std")
+    if first.num_steps != second.num_steps or not all(
+        torch.allclose(getattr(first, f).double(), getattr(second, f).double()) for f in fields
+    ):
+        raise ValueError(
+            "model_b samples with a different reverse chain than model; both sides of a comparison "
+            "must share the noise schedule and sampler"
+        )
+
+
+def _state_dtype(model: Denoiser) -> torch.dtype:
+    return torch.float64 if getattr(model, "dtype", None) == torch.float64 else torch.float32
+
+
+def jeffreys_terms(
+    prompts_a: Sequence[str],
+    prompts_b: Sequence[str],
+    model_a: Denoiser,
+    model_b: Denoiser | None = None,
+    *,
+    num_steps: int = 10,
+    num_samples: int = 5,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+    max_batch_size: int = 64,
+    min_timestep: float = 0,
+    progress_bar: bool | None = False,
+    callback: Callable[[StepState], None] | None = None,
+) -> JeffreysTerms:
+    """Monte-Carlo terms of the Jeffreys divergence for each pair ``(model_a, a[p])`` vs ``(model_b, b[p])``.
+
+    Arguments are assumed valid (the public entry points check them). ``model_b`` defaults to
+    ``model_a`` (prompt comparison); give another model with the same prompts to compare checkpoints.
+    Model evaluations of one step for the whole batch go through each model in calls of at most
+    ``max_batch_size`` rows. ``progress_bar=None`` shows a bar only on a terminal.
+    """
+    models: list[Denoiser] = [model_a] if model_b is None or model_b is model_a else [model_a, model_b]
+    side_models = (0, len(models) - 1)
+    chain = models[0].reverse_chain(num_steps)
+    if len(models) == 2:
+        _check_same_chain(chain, models[1].reverse_chain(num_steps))
+        if tuple(models[1].sample_shape) != tuple(models[0].sample_shape):
+            raise ValueError(f"model_b's sample shape {models[1].sample_shape} differs from model's {models[0].sample_shape}")
+
+    guided = guidance_scale != 1
+    table = _ConditioningTable(models, max_batch_size)
+    plan = _EvaluationPlan(side_models, (prompts_a, prompts_b), guided, table)
+    num_pairs, shape = len(prompts_a), tuple(models[0].sample_shape)
+    device, dtype = models[0].device, _state_dtype(models[0])
+
+    with torch.inference_mode(), _eval_modes(models):
+        conditioning = table.encode()
+        initial, step_noise = trajectory_noise(seed, num_samples, chain.num_steps, shape, dtype)
+        x = (initial * chain.init_std).to(device).expand(2 * num_pairs, *initial.shape).clone()
+
+        included = chain.timesteps.double() >= min_timestep
+        girsanov_weight = torch.where(included, chain.girsanov_weight(), torch.zeros(()))
+        simple_weight = included.double() / max(int(included.sum()), 1)
+        simple = torch.zeros(2 * num_pairs, num_samples, chain.num_steps, dtype=torch.float64)
+        girsanov = torch.zeros_like(simple)
+        numel = x[0, 0].numel()
+
+        for step in tqdm(range(chain.num_steps), desc="conjure", disable=_disable(progress_bar), leave=False):
+            model_input = x * chain.input_scale[step].to(dtype)
+            eps = _evaluate(models, plan, conditioning, model_input, chain.timesteps[step], max_batch_size)
+            eps_a = _guide(eps, plan.cond[0], plan.uncond and plan.uncond[0], guidance_scale)
+            eps_b = _guide(eps, plan.cond[1], plan.uncond and plan.uncond[1], guidance_scale)
+
+            squared = (eps_a - eps_b).double().pow(2).flatten(2).sum(-1).cpu()
+            simple[:, :, step] = squared / numel * simple_weight[step]
+            girsanov[:, :, step] = squared * girsanov_weight[step]
+
+            if callback is not None:
+                callback(StepState(step, chain.timesteps[step], _by_direction(x, num_pairs),
+                                   _by_direction(eps_a, num_pairs), _by_direction(eps_b, num_pairs), chain))
+            drive = torch.cat([eps_a[:num_pairs], eps_b[num_pairs:]])
+            x = (chain.x_coef[step].to(dtype) * x + chain.eps_coef[step].to(dtype) * drive
+                 + chain.noise_std[step].to(dtype) * step_noise[step].to(device))
+
+    def per_pair(values: Tensor) -> Tensor:
+        return _by_direction(values, num_pairs).permute(1, 2, 0, 3).clone()
+
+    return JeffreysTerms(per_pair(simple), per_pair(girsanov), chain.timesteps.clone(), included.clone())
+
+
+def _by_direction(values: Tensor, num_pairs: int) -> Tensor:
+    return values.reshape(2, num_pairs, *values.shape[1:])
+
+
+def _disable(progress_bar: bool | None) -> bool | None:
+    return None if progress_bar is None else not progress_bar
+
+
+def _guide(eps: Tensor, cond: Tensor, uncond: Tensor | None, scale: float) -> Tensor:
+    if uncond is None:
+        return eps[cond]
+    unconditional = eps[uncond]
+    return unconditional + scale * (eps[cond] - unconditional)
+
+
+def _evaluate(
+    models: Sequence[Denoiser], plan: _EvaluationPlan, conditioning: list[Tensor], x: Tensor, timestep: Tensor,
+    max_batch_size: int,
+) -> Tensor:
+    """All predictions one step needs, ``(requests, samples, *shape)``, in chunks of ``max_batch_size`` rows."""
+    num_samples = x.shape[1]
+    out = torch.empty((len(plan.requests), *x.shape[1:]), dtype=x.dtype, device=x.device)
+    for model_index, positions in plan.by_model.items():
+        model = models[model_index]
+        rows_x = x[plan.group[positions]].flatten(0, 1)
+        rows_cond = conditioning[model_index][plan.row[positions]].repeat_interleave(num_samples, dim=0)
+        predictions = []
+        for start in range(0, rows_x.shape[0], max_batch_size):
+            chunk = rows_x[start : start + max_batch_size]
+            t = timestep.to(model.device).expand(chunk.shape[0])
+            eps = model.predict_noise(chunk.to(model.device), t, rows_cond[start : start + max_batch_size])
+            if eps.shape != chunk.shape:
+                raise ValueError(f"model returned noise predictions of shape {tuple(eps.shape)} for inputs {tuple(chunk.shape)}")
+            if not torch.isfinite(eps).all():
+                raise ValueError(f"model returned non-finite (NaN or inf) noise predictions at timestep {timestep.item()}")
+            predictions.append(eps.to(device=x.device, dtype=x.dtype))
+        out[positions.to(x.device)] = torch.cat(predictions).unflatten(0, (len(positions), num_samples))
+    return out
+
+
+def _eval_modes(models: Sequence[Denoiser]):
+    """Each model's own ``eval_mode()`` context when it has one (restores training mode afterwards)."""
+    stack = ExitStack()
+    for model in models:
+        stack.enter_context(getattr(model, "eval_mode", nullcontext)())
+    return stack

@@ -1,0 +1,34 @@
+"""Common random numbers: the noise of Monte-Carlo sample ``j`` depends on ``(seed, j)`` only.
+
+Both prompts of a pair, every pair of a batch, and every rank draw sample ``j`` from the same
+stream, so a pair's score does not change with batch size, pair order or world size, and the two
+trajectories of a pair share their initial state and step noise (the paper's variance reduction).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import Tensor
+
+
+def sample_seed(seed: int, sample_index: int) -> int:
+    """A 63-bit generator seed for Monte-Carlo sample ``sample_index`` under the user's ``seed``."""
+    digest = hashlib.sha256(f"conjure:{seed}:{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def trajectory_noise(
+    seed: int, num_samples: int, num_steps: int, sample_shape: tuple[int, ...], dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
+    """Initial states ``(num_samples, *shape)`` and step noise ``(num_steps, num_samples, *shape)``, on CPU.
+
+    Drawn on the CPU so that the same seed gives the same numbers on every device.
+    """
+    initial, steps = [], []
+    for j in range(num_samples):
+        generator = torch.Generator().manual_seed(sample_seed(seed, j))
+        initial.append(torch.randn(sample_shape, generator=generator, dtype=dtype))
+        steps.append(torch.randn((num_steps, *sample_shape), generator=generator, dtype=dtype))
+    return torch.stack(initial), torch.stack(steps, dim=1)
