@@ -104,6 +104,13 @@ def score_pairs(
     min_timestep: float, progress_bar: bool | None,
 ) -> ConjureResult:
     """The computation :func:`conjure_similarity` and the metric share, on checked arguments and loaded models."""
+    if weighting == "girsanov":
+        chain = denoiser_a.reverse_chain(int(num_steps))
+        if not (chain.stochastic & (chain.timesteps.double() >= min_timestep)).any():
+            raise ValueError(
+                "weighting='girsanov' needs stochastic steps (at or above min_timestep): a deterministic "
+                "sampler has no finite path KL; use weighting='simple' or an ancestral sampler"
+            )
     terms = jeffreys_terms(
         prompts_a, prompts_b, denoiser_a, denoiser_b, num_steps=int(num_steps), num_samples=int(num_samples),
         guidance_scale=float(guidance_scale), seed=int(seed), max_batch_size=int(max_batch_size),

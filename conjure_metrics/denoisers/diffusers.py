@@ -212,7 +212,7 @@ def _has_subfolder(path_or_id: str | os.PathLike, subfolder: str, hub_kwargs: di
 
 
 def _warn_if_truncated(tokenizer: Any, prompts: Sequence[str], max_length: int) -> None:
-    lengths = [len(ids) for ids in tokenizer(list(prompts), truncation=False).input_ids]
+    lengths = [len(ids) for ids in tokenizer(list(prompts), truncation=False, verbose=False).input_ids]
     too_long = [p for p, n in zip(prompts, lengths) if n > max_length]
     if too_long:
         shown = ", ".join(repr(p[:40] + ("…" if len(p) > 40 else "")) for p in too_long[:3])

@@ -305,6 +305,9 @@ def _lexicon() -> list[tuple[list[str], str, str]]:
 
 
 _LEXICON = _lexicon()
+_LEXICON_BY_FIRST_WORD: dict[str, list] = {}
+for _entry in _LEXICON:
+    _LEXICON_BY_FIRST_WORD.setdefault(_entry[0][0], []).append(_entry)
 
 
 def _tokens(text: str) -> list[tuple[str, str, str]]:
@@ -313,7 +316,7 @@ def _tokens(text: str) -> list[tuple[str, str, str]]:
     tokens = []
     i = 0
     while i < len(words):
-        for phrase, kind, value in _LEXICON:
+        for phrase, kind, value in _LEXICON_BY_FIRST_WORD.get(words[i], ()):
             if words[i : i + len(phrase)] == phrase:
                 tokens.append((kind, value, " ".join(phrase)))
                 i += len(phrase)

@@ -1,0 +1,65 @@
+"""Training batches rendered on the fly: (caption token ids, image) pairs from the world.
+
+Batch ``step`` of a run with seed ``seed`` depends on nothing else, so training resumes
+exactly and needs no dataset files.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from .captions import sample_caption
+from .world import ATTRIBUTES, COLOURS, render
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of every random choice made for training step ``step``."""
+    return (seed * 1_000_003 + step) % (2**63)
+
+
+def caption_batch(batch_size: int, seed: int, step: int, drop_rate: float = 0.1) -> tuple[list[str], torch.Tensor]:
+    """Training-split captions and their specified attributes (-1 where the caption is silent).
+
+    A ``drop_rate`` share of captions is replaced by "" (kept attributes still render), which
+    trains the unconditional branch that classifier-free guidance needs.
+    """
+    rng = random.Random(step_seed(seed, step))
+    texts, specified = [], torch.full((batch_size, len(ATTRIBUTES)), -1, dtype=torch.long)
+    for i in range(batch_size):
+        caption = sample_caption(rng, "train")
+        texts.append("" if rng.random() < drop_rate else caption.text)
+        for j, (name, values) in enumerate(ATTRIBUTES.items()):
+            value = getattr(caption.spec, name)
+            if value is not None:
+                specified[i, j] = values.index(value)
+    return texts, specified
+
+
+def fill_attributes(specified: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Draw the unspecified attributes uniformly; the pattern colour never equals the coat."""
+    n, device, k = specified.shape[0], specified.device, len(COLOURS)
+    names = list(ATTRIBUTES)
+    attrs = {}
+    for j, (name, values) in enumerate(ATTRIBUTES.items()):
+        drawn = torch.randint(len(values), (n,), generator=generator, device=device)
+        attrs[name] = torch.where(specified[:, j] >= 0, specified[:, j], drawn)
+    offset = 1 + torch.randint(k - 1, (n,), generator=generator, device=device)
+    coat_given = specified[:, names.index("coat")] >= 0
+    mark_given = specified[:, names.index("pattern_colour")] >= 0
+    attrs["coat"] = torch.where(~coat_given & mark_given, (attrs["pattern_colour"] + offset) % k, attrs["coat"])
+    attrs["pattern_colour"] = torch.where(mark_given, attrs["pattern_colour"], (attrs["coat"] + offset) % k)
+    return attrs
+
+
+def training_batch(
+    tokenizer, batch_size: int, seed: int, step: int, device: torch.device | str = "cpu", drop_rate: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids (B, L), images (B, 3, 32, 32))`` for one training step, on ``device``."""
+    texts, specified = caption_batch(batch_size, seed, step, drop_rate)
+    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    generator = torch.Generator(device=device).manual_seed(step_seed(seed, step))
+    attrs = fill_attributes(specified.to(device), generator)
+    return ids.to(device), render(attrs, generator)

@@ -1,0 +1,23 @@
+"""Shared builders for the tests: analytic Gaussian models with known truth."""
+
+from __future__ import annotations
+
+import torch
+
+from conjure_metrics.analytic import GaussianConditionals
+from conjure_metrics.chains import cosine_betas, linear_betas
+
+SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
+PROMPTS = ("tiger", "leopard", "zebra", "fox", "cat")
+
+
+def gaussian_model(schedule: str = "linear", dim: int = 16, sampler: str = "ddpm", eta: float = 1.0,
+                   seed: int = 0) -> GaussianConditionals:
+    """Five prompts with different means and data variances (so differences depend on the state)."""
+    generator = torch.Generator().manual_seed(seed)
+    means = {"": torch.zeros(dim, dtype=torch.float64)}
+    variances = {"": 1.0}
+    for index, prompt in enumerate(PROMPTS):
+        means[prompt] = 0.5 * torch.randn(dim, generator=generator, dtype=torch.float64)
+        variances[prompt] = 0.2 + 0.15 * index
+    return GaussianConditionals(means, variances, torch.cumprod(1 - SCHEDULES[schedule](), 0), sampler=sampler, eta=eta)

@@ -1,0 +1,121 @@
+"""Tiny diffusers/transformers models built from configs, saved, and reloaded through from_pretrained."""
+
+import warnings
+
+import pytest
+import torch
+
+from conjure_metrics import ConjureSimilarity, DiffusersDenoiser, conjure_similarity, load_denoiser
+from conjure_metrics.tiny import build_tiny_components, byte_level_clip_tokenizer
+
+PAIRS = (["a red fox", "a striped cat"], ["a blue fox", "a striped cat"])
+
+
+def test_byte_level_tokenizer_round_trips_offline():
+    tokenizer = byte_level_clip_tokenizer()
+    ids = tokenizer("a red fox").input_ids
+    assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+    assert len(set(ids[1:-1])) > 3  # not the broken [0, 2, 2, ...] tokenizer
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "a red fox"
+
+
+@pytest.mark.parametrize("repo", ["tiny_pixel_repo", "tiny_latent_repo"])
+def test_from_pretrained_path_runs_end_to_end(repo, request):
+    path = request.getfixturevalue(repo)
+    denoiser = DiffusersDenoiser.from_pretrained(path, local_files_only=True)
+    assert (denoiser.vae is not None) == (repo == "tiny_latent_repo")
+    assert denoiser.sample_shape == ((4, 8, 8) if denoiser.vae is not None else (3, 8, 8))
+    assert not any(p.requires_grad for p in denoiser.unet.parameters())
+    result = conjure_similarity(*PAIRS, denoiser, num_steps=4, num_samples=2, seed=0)
+    assert result.divergence[0] > 0
+    assert result.divergence[1] == 0
+    assert torch.isfinite(result.stderr).all()
+
+
+def test_a_path_string_is_loaded_by_the_metric_like_a_hub_id(tiny_pixel_repo):
+    metric = ConjureSimilarity(str(tiny_pixel_repo), num_steps=3, num_samples=2)
+    metric.update(*PAIRS)
+    assert 0 < metric.compute() < 1
+
+
+def test_components_and_pipeline_objects_are_accepted():
+    from diffusers import StableDiffusionPipeline
+
+    components = build_tiny_components(latent=True)
+    from_parts = DiffusersDenoiser(**components)
+    pipeline = StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    from_pipeline = load_denoiser(pipeline)
+    a = conjure_similarity(*PAIRS, from_parts, num_steps=3, num_samples=2).divergence
+    b = conjure_similarity(*PAIRS, from_pipeline, num_steps=3, num_samples=2).divergence
+    torch.testing.assert_close(a, b)
+
+
+def test_models_passed_in_keep_their_training_state_and_gradients():
+    components = build_tiny_components()
+    unet = components["unet"].train()
+    conjure_similarity(*PAIRS, DiffusersDenoiser(**components), num_steps=2, num_samples=1)
+    assert unet.training
+    assert all(p.requires_grad for p in unet.parameters())
+
+
+def test_long_prompts_are_truncated_with_a_warning(tiny_pixel_repo):
+    denoiser = DiffusersDenoiser.from_pretrained(tiny_pixel_repo, local_files_only=True)
+    with pytest.warns(UserWarning, match="truncated"):
+        conjure_similarity(["x" * 100], ["y"], denoiser, num_steps=2, num_samples=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conjure_similarity(["short"], ["y"], denoiser, num_steps=2, num_samples=1)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "euler_ancestral"])
+def test_other_ancestral_samplers_give_finite_girsanov_divergences(tiny_pixel_repo, sampler):
+    denoiser = DiffusersDenoiser.from_pretrained(tiny_pixel_repo, local_files_only=True, sampler=sampler)
+    result = conjure_similarity(*PAIRS, denoiser, num_steps=4, num_samples=2, weighting="girsanov")
+    assert torch.isfinite(result.divergence).all() and result.divergence[0] > 0
+
+
+def test_deterministic_sampler_refuses_girsanov_weighting(tiny_pixel_repo):
+    denoiser = DiffusersDenoiser.from_pretrained(tiny_pixel_repo, local_files_only=True, sampler="ddim", eta=0.0)
+    with pytest.raises(ValueError, match="girsanov"):
+        conjure_similarity(*PAIRS, denoiser, num_steps=4, weighting="girsanov")
+    assert conjure_similarity(*PAIRS, denoiser, num_steps=4, num_samples=1).divergence[0] > 0
+
+
+def test_v_prediction_outputs_are_converted_to_noise(tiny_pixel_repo):
+    from diffusers import DDPMScheduler
+
+    components = build_tiny_components()
+    components["scheduler"] = DDPMScheduler.from_config(components["scheduler"].config, prediction_type="v_prediction")
+    denoiser = DiffusersDenoiser(**components)
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([500, 500])
+    cond = denoiser.encode_prompts(["a", "b"])
+    v = components["unet"](x, t, encoder_hidden_states=cond).sample
+    abar = components["scheduler"].alphas_cumprod[500]
+    torch.testing.assert_close(denoiser.predict_noise(x, t, cond), abar.sqrt() * v + (1 - abar).sqrt() * x)
+
+
+def test_model_comparison_of_a_checkpoint_with_itself_is_zero_and_with_a_perturbed_copy_is_not():
+    import copy
+
+    components = build_tiny_components()
+    base = DiffusersDenoiser(**components)
+    perturbed_parts = dict(components, unet=copy.deepcopy(components["unet"]))
+    with torch.no_grad():
+        for p in perturbed_parts["unet"].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    prompts = ["a red fox", "a cat"]
+    same = conjure_similarity(prompts, prompts, base, model_b=DiffusersDenoiser(**components), num_steps=3, num_samples=2)
+    moved = conjure_similarity(prompts, prompts, base, model_b=DiffusersDenoiser(**perturbed_parts), num_steps=3, num_samples=2)
+    assert torch.all(same.divergence == 0)
+    assert torch.all(moved.divergence > 0)
+
+
+def test_float64_unet_score_is_independent_of_batch_size():
+    components = build_tiny_components()
+    for module in ("unet", "text_encoder"):
+        components[module].double()
+    denoiser = DiffusersDenoiser(**components)
+    a, b = ["red fox", "cat", "zebra"], ["blue fox", "dog", "zebra stripes"]
+    whole = conjure_similarity(a, b, denoiser, num_steps=3, num_samples=2, max_batch_size=64).divergence
+    chunked = conjure_similarity(a, b, denoiser, num_steps=3, num_samples=2, max_batch_size=2).divergence
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=0)

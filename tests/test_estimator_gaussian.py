@@ -1,0 +1,103 @@
+"""The Monte-Carlo estimator against closed-form truth on analytic Gaussian conditionals."""
+
+import pytest
+import torch
+
+from conjure_metrics import conjure_similarity, jeffreys_terms
+from helpers import gaussian_model
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("guidance_scale", [1.0, 3.0])
+@pytest.mark.parametrize("weighting", ["girsanov", "simple"])
+def test_estimate_is_within_three_standard_errors_of_exact_chain_divergence(schedule, guidance_scale, weighting):
+    model = gaussian_model(schedule)
+    result = conjure_similarity(["tiger"], ["zebra"], model, num_steps=10, num_samples=256,
+                                guidance_scale=guidance_scale, weighting=weighting, seed=3)
+    exact = model.exact_divergence("tiger", "zebra", 10, guidance_scale, weighting)
+    assert abs(result.divergence.item() - exact) < 3 * result.stderr.item()
+    assert result.stderr.item() < 0.1 * exact  # the check above is not vacuous
+
+
+def test_exact_divergence_with_min_timestep_is_matched_and_smaller():
+    model = gaussian_model("linear")
+    result = conjure_similarity(["tiger"], ["zebra"], model, num_steps=10, num_samples=256, guidance_scale=1.0,
+                                weighting="girsanov", min_timestep=150, seed=5)
+    exact = model.exact_divergence("tiger", "zebra", 10, 1.0, "girsanov", min_timestep=150)
+    assert abs(result.divergence.item() - exact) < 3 * result.stderr.item()
+    assert exact < 0.1 * model.exact_divergence("tiger", "zebra", 10, 1.0, "girsanov")
+
+
+def test_ddim_with_eta_is_matched_too():
+    model = gaussian_model("linear", sampler="ddim", eta=0.5)
+    result = conjure_similarity(["leopard"], ["fox"], model, num_steps=8, num_samples=256, guidance_scale=2.0,
+                                weighting="girsanov", seed=11)
+    exact = model.exact_divergence("leopard", "fox", 8, 2.0, "girsanov")
+    assert abs(result.divergence.item() - exact) < 3 * result.stderr.item()
+
+
+def test_standard_error_shrinks_like_one_over_sqrt_samples():
+    model = gaussian_model("linear")
+    stderr = {k: conjure_similarity(["tiger"], ["leopard"], model, num_samples=k, guidance_scale=1.0,
+                                    weighting="girsanov", seed=0).stderr.item() for k in (16, 256)}
+    ratio = stderr[16] / stderr[256]  # sqrt(256 / 16) = 4
+    assert 2.5 < ratio < 6.0
+
+
+def test_identical_prompts_give_exactly_zero():
+    model = gaussian_model()
+    result = conjure_similarity(["tiger", "zebra"], ["tiger", "zebra"], model, guidance_scale=3.0, num_samples=3)
+    assert torch.equal(result.divergence, torch.zeros(2, dtype=torch.float64))
+    assert torch.equal(result.similarity, torch.ones(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("weighting", ["simple", "girsanov"])
+def test_divergence_is_symmetric_in_the_prompts(weighting):
+    model = gaussian_model()
+    forward = conjure_similarity(["tiger", "fox"], ["zebra", "cat"], model, weighting=weighting, seed=7)
+    backward = conjure_similarity(["zebra", "cat"], ["tiger", "fox"], model, weighting=weighting, seed=7)
+    torch.testing.assert_close(forward.divergence, backward.divergence, rtol=1e-12, atol=0)
+
+
+def test_score_does_not_depend_on_batch_size_or_pair_order():
+    model = gaussian_model()
+    a, b = ["tiger", "fox", "cat", "zebra", "leopard"], ["zebra", "cat", "tiger", "fox", "fox"]
+    whole = conjure_similarity(a, b, model, max_batch_size=64, seed=2).divergence
+    chunked = conjure_similarity(a, b, model, max_batch_size=3, seed=2).divergence
+    order = [3, 0, 4, 1, 2]
+    shuffled = conjure_similarity([a[i] for i in order], [b[i] for i in order], model, max_batch_size=7, seed=2).divergence
+    singles = torch.cat([conjure_similarity([x], [y], model, seed=2).divergence for x, y in zip(a, b)])
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=0)
+    torch.testing.assert_close(shuffled, whole[order], rtol=1e-6, atol=0)
+    torch.testing.assert_close(singles, whole, rtol=1e-6, atol=0)
+
+
+def test_a_different_seed_gives_a_different_estimate():
+    model = gaussian_model()
+    first = conjure_similarity(["tiger"], ["zebra"], model, seed=0).divergence
+    second = conjure_similarity(["tiger"], ["zebra"], model, seed=1).divergence
+    assert not torch.equal(first, second)
+
+
+def test_per_step_contributions_sum_to_the_divergence_and_skip_deterministic_step():
+    model = gaussian_model()
+    terms = jeffreys_terms(["tiger"], ["zebra"], model, num_steps=6, num_samples=4, guidance_scale=1.0)
+    assert terms.girsanov.shape == (1, 4, 2, 6)
+    assert torch.all(terms.girsanov[..., -1] == 0)
+    assert torch.all(terms.simple[..., -1] > 0)
+    torch.testing.assert_close(terms.girsanov.sum(dim=(-1, -2)).mean(1), terms.divergence("girsanov"))
+
+
+def test_guidance_scales_the_divergence_between_more_distant_processes():
+    model = gaussian_model()
+    weak = conjure_similarity(["tiger"], ["zebra"], model, guidance_scale=1.0, num_samples=16).divergence
+    strong = conjure_similarity(["tiger"], ["zebra"], model, guidance_scale=4.0, num_samples=16).divergence
+    assert strong > 4 * weak
+
+
+def test_similarity_ranks_closer_distributions_higher():
+    model = gaussian_model()
+    near = model.means["tiger"] + 0.05
+    model.means["tiger-ish"], model.variances["tiger-ish"] = near, model.variances["tiger"]
+    result = conjure_similarity(["tiger", "tiger"], ["tiger-ish", "zebra"], model, guidance_scale=1.0)
+    assert result.similarity[0] > result.similarity[1]

@@ -1,0 +1,215 @@
+"""ConjureSimilarity as a torchmetrics Metric: states, device/dtype handling, errors, persistence."""
+
+import pickle
+
+import pytest
+import torch
+
+from conjure_metrics import CallableDenoiser, ConjureSimilarity, DiffusersDenoiser, conjure_similarity
+from conjure_metrics.tiny import build_tiny_components
+from helpers import gaussian_model
+
+A, B = ["tiger", "fox", "cat"], ["zebra", "cat", "cat"]
+SETTINGS = dict(num_steps=6, num_samples=4, guidance_scale=2.0, seed=1)
+
+
+def _state(metric):
+    return {name: [t.clone() for t in v] if isinstance(v, list) else v.clone() for name, v in metric.metric_state.items()}
+
+
+def _assert_same_state(before, after):
+    assert before.keys() == after.keys()
+    for name in before:
+        if isinstance(before[name], list):
+            assert len(before[name]) == len(after[name]) and all(torch.equal(x, y) for x, y in zip(before[name], after[name]))
+        else:
+            assert torch.equal(before[name], after[name])
+
+
+def test_metric_matches_functional_and_accumulates_over_batches():
+    model = gaussian_model()
+    metric = ConjureSimilarity(model, **SETTINGS)
+    metric.update(A[:2], B[:2])
+    metric.update(A[2:], B[2:])
+    expected = conjure_similarity(A, B, model, **SETTINGS)
+    pairs = metric.pair_results()
+    torch.testing.assert_close(pairs["divergence"], expected.divergence)
+    torch.testing.assert_close(pairs["stderr"], expected.stderr)
+    torch.testing.assert_close(metric.compute(), expected.similarity.mean())
+    assert metric.compute().dtype == torch.float64
+
+
+def test_forward_returns_the_batch_value_and_keeps_the_running_mean():
+    model = gaussian_model()
+    metric = ConjureSimilarity(model, **SETTINGS)
+    first = metric(A[:1], B[:1])
+    second = metric(A[1:], B[1:])
+    torch.testing.assert_close(first, conjure_similarity(A[:1], B[:1], model, **SETTINGS).similarity.mean())
+    torch.testing.assert_close(second, conjure_similarity(A[1:], B[1:], model, **SETTINGS).similarity.mean())
+    torch.testing.assert_close(metric.compute(), conjure_similarity(A, B, model, **SETTINGS).similarity.mean())
+
+
+def test_state_dict_holds_no_model_weights():
+    metric = ConjureSimilarity(CallableDenoiserWithModule(), num_steps=2, num_samples=1, guidance_scale=1.0)
+    metric.update(["a"], ["b"])
+    keys = set(metric.state_dict())
+    assert not any("weight" in k or "bias" in k for k in keys)
+    assert list(metric.parameters()) == []
+
+
+def test_diffusers_model_stays_out_of_state_dict_and_children():
+    metric = ConjureSimilarity(lambda: DiffusersDenoiser(**build_tiny_components()), num_steps=2, num_samples=1)
+    metric.update(["a red fox"], ["a blue fox"])
+    tensors = metric.state_dict().values()
+    assert sum(t.numel() for t in tensors) < 100  # a few scalars at most, never UNet weights
+    assert list(metric.children()) == [] and list(metric.parameters()) == []
+
+
+def test_reset_clears_the_accumulators():
+    metric = ConjureSimilarity(gaussian_model(), **SETTINGS)
+    metric.update(A, B)
+    metric.reset()
+    assert metric.num_pairs == 0 and metric.pair_divergence == []
+    metric.update(A[:1], B[:1])
+    assert metric.num_pairs == 1
+
+
+def test_pickled_metric_keeps_its_state_and_keeps_working():
+    metric = ConjureSimilarity(gaussian_model(), **SETTINGS)
+    metric.update(A[:2], B[:2])
+    clone = pickle.loads(pickle.dumps(metric))
+    torch.testing.assert_close(clone.compute(), metric.compute())
+    clone.update(A[2:], B[2:])
+    metric.update(A[2:], B[2:])
+    torch.testing.assert_close(clone.compute(), metric.compute())
+
+
+@pytest.mark.parametrize("cast", [
+    lambda m: m.half(), lambda m: m.to(torch.bfloat16), lambda m: m.set_dtype(torch.float16), lambda m: m.float(),
+])
+def test_dtype_casts_leave_float64_accumulators_untouched(cast):
+    metric = ConjureSimilarity(gaussian_model(), **SETTINGS)
+    metric.update(A, B)
+    before = _state(metric)
+    cast(metric)
+    after = _state(metric)
+    _assert_same_state(before, after)
+    assert all(t.dtype == torch.float64 for v in after.values() for t in (v if isinstance(v, list) else [v]))
+    metric.reset()
+    assert metric.similarity_sum.dtype == torch.float64
+
+
+def test_to_moves_states_and_model_to_the_device():
+    model = gaussian_model()
+    metric = ConjureSimilarity(model, **SETTINGS).to("meta")
+    assert metric.device.type == "meta" and model.device.type == "meta"
+    assert metric.num_pairs.device.type == "meta" and metric.num_pairs.dtype == torch.float64
+
+
+def test_to_the_same_device_keeps_the_metric_working():
+    metric = ConjureSimilarity(gaussian_model(), **SETTINGS).to("cpu")
+    metric.update(A, B)
+    assert metric.compute().device.type == "cpu"
+
+
+BAD_UPDATES = [
+    ("prompts_a", TypeError, lambda m: m.update("tiger", ["zebra"])),
+    ("prompts_b", TypeError, lambda m: m.update(["tiger"], [3])),
+    ("prompts_a and prompts_b", ValueError, lambda m: m.update(["tiger"], ["zebra", "fox"])),
+    ("empty", ValueError, lambda m: m.update([], [])),
+]
+
+
+@pytest.mark.parametrize("name,error,call", BAD_UPDATES, ids=[b[0] for b in BAD_UPDATES])
+def test_bad_prompts_raise_and_leave_state_unchanged(name, error, call):
+    metric = ConjureSimilarity(gaussian_model(), **SETTINGS)
+    metric.update(A, B)
+    before = _state(metric)
+    with pytest.raises(error, match=name):
+        call(metric)
+    _assert_same_state(before, _state(metric))
+
+
+BAD_SETTINGS = [
+    ("num_steps", ValueError, dict(num_steps=0)),
+    ("num_samples", ValueError, dict(num_samples=0)),
+    ("num_samples", TypeError, dict(num_samples=2.5)),
+    ("guidance_scale", ValueError, dict(guidance_scale=-1.0)),
+    ("guidance_scale", ValueError, dict(guidance_scale=float("nan"))),
+    ("weighting", ValueError, dict(weighting="uniform")),
+    ("seed", TypeError, dict(seed="0")),
+    ("max_batch_size", ValueError, dict(max_batch_size=0)),
+]
+
+
+@pytest.mark.parametrize("name,error,kwargs", BAD_SETTINGS, ids=[f"{b[0]}-{b[1].__name__}" for b in BAD_SETTINGS])
+def test_bad_settings_raise_naming_the_argument(name, error, kwargs):
+    with pytest.raises(error, match=name):
+        ConjureSimilarity(gaussian_model(), **kwargs)
+    with pytest.raises(error, match=name):
+        conjure_similarity(["tiger"], ["zebra"], gaussian_model(), **kwargs)
+
+
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
+def test_non_finite_model_output_raises_and_leaves_state_unchanged(bad_value):
+    model = gaussian_model()
+    good = model.predict_noise
+    metric = ConjureSimilarity(model, **SETTINGS)
+    metric.update(A, B)
+    before = _state(metric)
+    model.predict_noise = lambda x, t, c: good(x, t, c) + bad_value
+    with pytest.raises(ValueError, match="non-finite"):
+        metric.update(A, B)
+    _assert_same_state(before, _state(metric))
+
+
+def test_model_that_is_not_a_model_is_a_type_error():
+    with pytest.raises(TypeError, match="model"):
+        ConjureSimilarity(model=42)
+
+
+def test_compute_before_update_is_nan_with_a_warning():
+    metric = ConjureSimilarity(gaussian_model(), **SETTINGS)
+    with pytest.warns(UserWarning):
+        assert torch.isnan(metric.compute())
+
+
+def test_plot_accepts_a_value_and_a_sequence():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    metric = ConjureSimilarity(gaussian_model(), **SETTINGS)
+    values = []
+    for a, b in zip(A, B):
+        metric.update([a], [b])
+        values.append(metric.compute())
+    fig, ax = metric.plot()
+    assert fig is not None and ax is not None
+    fig, ax = metric.plot(values)
+    assert len(ax.lines[0].get_xdata()) == len(values)
+
+
+class CallableDenoiserWithModule(torch.nn.Module):
+    """A denoiser that is itself an nn.Module with weights: they must not leak into state_dict."""
+
+    sample_shape = (4,)
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 4)
+        self._chain = CallableDenoiser(lambda x, t, c: x, lambda p: torch.zeros(len(p), 4), (4,),
+                                       lambda n: gaussian_model().reverse_chain(n))
+
+    @property
+    def device(self):
+        return self.layer.weight.device
+
+    def encode_prompts(self, prompts):
+        return torch.stack([torch.full((4,), float(len(p))) for p in prompts])
+
+    def predict_noise(self, x, t, c):
+        return self.layer(x) * 0.01 + c * 0.01
+
+    def reverse_chain(self, n):
+        return self._chain.reverse_chain(n)
