@@ -52,7 +52,8 @@ def build_tiny_components(latent: bool = False, seed: int = 0, sample_size: int 
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16, attention_head_dim=2,
         norm_num_groups=4,
     )
-    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False)
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                              steps_offset=1)
     components = {"unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
     if latent:
         components["vae"] = AutoencoderKL(

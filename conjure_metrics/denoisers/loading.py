@@ -25,9 +25,7 @@ def load_denoiser(model: ModelLike, argument: str = "model", **load_kwargs: Any)
     ``load_kwargs`` go to :meth:`DiffusersDenoiser.from_pretrained` for paths and ids.
     """
     if model is None:
-        from conjure_metrics.zoo import default_model_path
-
-        model = default_model_path()
+        model = embedded_model_path()
     if is_denoiser(model):
         return model
     if isinstance(model, (str, os.PathLike)):
@@ -44,3 +42,15 @@ def load_denoiser(model: ModelLike, argument: str = "model", **load_kwargs: Any)
         f"{argument} must be a Denoiser, a diffusers folder or hub id, a pipeline, or a callable returning one; "
         f"got {type(model).__name__}"
     )
+
+
+def embedded_model_path() -> os.PathLike:
+    """Folder of the embedded conjure-zoo model, or a clear error when this install has none."""
+    try:
+        from conjure_metrics.zoo import default_model_path
+    except ImportError as error:
+        raise FileNotFoundError("this install of conjure_metrics has no embedded conjure-zoo model; pass model=") from error
+    path = default_model_path()
+    if not os.path.isdir(os.path.join(path, "unet")):
+        raise FileNotFoundError(f"the embedded conjure-zoo model is missing at {path}; pass model= explicitly")
+    return path

@@ -1,0 +1,27 @@
+# One command to set up and run the main job, one to set up and run the tests.
+# Both create ./.venv on first use. torch is installed first and pinned so pip takes the CPU
+# wheel available on the project's machines instead of pulling a multi-GB CUDA build.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q "$(TORCH)" -e ".[test,plot]"
+	touch $@
+
+demo: setup
+	$(PY) -m conjure_metrics.demo
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info
