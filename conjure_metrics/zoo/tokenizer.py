@@ -14,7 +14,10 @@ Example:
 
 from __future__ import annotations
 
+import json
+import tempfile
 from functools import lru_cache
+from pathlib import Path
 
 from transformers import CLIPTokenizer
 
@@ -90,12 +93,16 @@ def vocabulary_and_merges(words: list[str] | None = None) -> tuple[dict[str, int
 def build_tokenizer(model_max_length: int = MODEL_MAX_LENGTH) -> CLIPTokenizer:
     """The zoo's CLIP tokenizer, built in memory with no file or network access."""
     vocab, merges = vocabulary_and_merges()
-    return CLIPTokenizer(
-        vocab=vocab,
-        merges=merges,
-        unk_token=EOS,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=EOS,
-        model_max_length=model_max_length,
-    )
+    special = dict(unk_token=EOS, bos_token=BOS, eos_token=EOS, pad_token=EOS, model_max_length=model_max_length)
+    try:
+        tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, **special)
+    except TypeError:  # transformers versions whose CLIPTokenizer only reads files
+        with tempfile.TemporaryDirectory() as folder:
+            vocab_file, merges_file = Path(folder, "vocab.json"), Path(folder, "merges.txt")
+            vocab_file.write_text(json.dumps(vocab))
+            merges_file.write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+            tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), **special)
+    ids = tokenizer("a cat")["input_ids"]
+    if tokenizer.convert_ids_to_tokens(ids) != [BOS, "a</w>", "cat</w>", EOS]:
+        raise RuntimeError(f"the zoo tokenizer came out broken: 'a cat' -> {ids}")
+    return tokenizer

@@ -104,14 +104,21 @@ def train(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)  # initial weights
     unet, text_encoder, scheduler = build_models(args.preset)
     unet.to(device).train()
     text_encoder.to(device).train()
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    ema = [p.detach().clone() for p in params]
+    modules = {"unet": unet, "text_encoder": text_encoder}
+    params = [p for module in modules.values() for p in module.parameters()]
+    # Exponential moving average of the weights, per module and parameter name; the shipped weights.
+    ema = {name: {n: p.detach().clone() for n, p in m.named_parameters()} for name, m in modules.items()}
+    ema_tensors = [t for averages in ema.values() for t in averages.values()]  # same order as params
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.99))
     alphas_cumprod = scheduler.alphas_cumprod.to(device)
 
@@ -133,7 +140,7 @@ def train(args: argparse.Namespace) -> dict:
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
         unet.load_state_dict(ckpt["unet"])
         text_encoder.load_state_dict(ckpt["text_encoder"])
-        for e, saved in zip(ema, ckpt["ema"]):
+        for e, saved in zip(ema_tensors, [t for a in ckpt["ema"].values() for t in a.values()]):
             e.copy_(saved)
         optimizer.load_state_dict(ckpt["optimizer"])
         log["records"], log["train_seconds"] = ckpt["records"], ckpt["train_seconds"]
@@ -141,12 +148,15 @@ def train(args: argparse.Namespace) -> dict:
         print(f"resumed from step {start}")
 
     def snapshot(step: int) -> None:
+        """Checkpoint, log and the current EMA weights (so an interrupted run still leaves a model)."""
         log["step"] = step
         _save_checkpoint(ckpt_path, {
             "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema": ema,
             "optimizer": optimizer.state_dict(), "step": step, "records": log["records"],
             "train_seconds": log["train_seconds"],
         })
+        for name, module in modules.items():
+            save_sharded({**module.state_dict(), **ema[name]}, out / "weights" / name)
         _write_log(out, log)
 
     workers = args.workers if args.workers is not None else (6 if device.type == "cuda" else 0)
@@ -181,7 +191,7 @@ def train(args: argparse.Namespace) -> dict:
         optimizer.step()
         with torch.no_grad():
             decay = min(args.ema_decay, (1 + step) / (10 + step))
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+            torch._foreach_lerp_(ema_tensors, [p.detach() for p in params], 1 - decay)
 
         running += loss.detach()
         count += 1
@@ -202,12 +212,6 @@ def train(args: argparse.Namespace) -> dict:
             break
     bar.close()
     snapshot(done)
-    with torch.no_grad():
-        for p, e in zip(params, ema):
-            p.copy_(e)
-    save_sharded(unet.state_dict(), out / "weights" / "unet")
-    save_sharded(text_encoder.state_dict(), out / "weights" / "text_encoder")
-    _write_log(out, log)
     return log
 
 
