@@ -101,10 +101,11 @@ class ConjureSimilarity(Metric):
             load_denoiser(model, "model", **load_kwargs),
             None if model_b is None else load_denoiser(model_b, "model_b", **load_kwargs),
         )
+        # Persistent: a checkpoint taken mid-epoch resumes with the exact accumulated state.
         for name in _SUM_STATES:
-            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum", persistent=True)
         for name in _PAIR_STATES:
-            self.add_state(name, default=[], dist_reduce_fx="cat")
+            self.add_state(name, default=[], dist_reduce_fx="cat", persistent=True)
 
     @property
     def denoiser(self):
@@ -114,6 +115,7 @@ class ConjureSimilarity(Metric):
     def update(self, prompts_a: Sequence[str], prompts_b: Sequence[str]) -> None:
         """Score a batch of pairs ``(prompts_a[i], prompts_b[i])`` and accumulate the results."""
         prompts_a, prompts_b = check_prompts(prompts_a, prompts_b)
+        self._unshare_accumulators()
         result = score_pairs(prompts_a, prompts_b, *self._denoisers, progress_bar=self.progress_bar, **self.settings)
         # Everything that can fail has run: only now touch the accumulators.
         values = {name: v.to(device=self.device, dtype=torch.float64).clone()
@@ -124,6 +126,14 @@ class ConjureSimilarity(Metric):
         self.pair_similarity.append(values["similarity"])
         self.pair_divergence.append(values["divergence"])
         self.pair_stderr.append(values["stderr"])
+
+    def _unshare_accumulators(self) -> None:
+        # Lightning's ddp_spawn pickles the module through shared memory: every rank would then add
+        # into the same sum tensors until the first reset(). Own private copies instead.
+        for name in _SUM_STATES:
+            value = getattr(self, name)
+            if value.is_shared():
+                setattr(self, name, value.clone())
 
     def compute(self) -> Tensor:
         """Mean similarity over every pair seen (on every rank); NaN before any update."""

@@ -60,9 +60,29 @@ def test_state_dict_holds_no_model_weights():
 def test_diffusers_model_stays_out_of_state_dict_and_children():
     metric = ConjureSimilarity(lambda: DiffusersDenoiser(**build_tiny_components()), num_steps=2, num_samples=1)
     metric.update(["a red fox"], ["a blue fox"])
-    tensors = metric.state_dict().values()
+    values = metric.state_dict().values()
+    tensors = [t for v in values for t in (v if isinstance(v, list) else [v])]
     assert sum(t.numel() for t in tensors) < 100  # a few scalars at most, never UNet weights
     assert list(metric.children()) == [] and list(metric.parameters()) == []
+
+
+def test_state_dict_round_trip_restores_the_accumulated_state():
+    model = gaussian_model()
+    metric = ConjureSimilarity(model, **SETTINGS)
+    metric.update(A[:2], B[:2])
+    restored = ConjureSimilarity(model, **SETTINGS)
+    restored.load_state_dict(metric.state_dict())
+    _assert_same_state(_state(metric), _state(restored))
+    restored.update(A[2:], B[2:])
+    metric.update(A[2:], B[2:])
+    torch.testing.assert_close(restored.compute(), metric.compute(), rtol=0, atol=0)
+
+
+def test_accumulators_in_shared_memory_are_not_written_through():
+    metric = ConjureSimilarity(gaussian_model(), **SETTINGS)
+    shared = metric.num_pairs.share_memory_()  # what a ddp_spawn pickle leaves behind
+    metric.update(A, B)
+    assert shared.item() == 0 and metric.num_pairs.item() == len(A)
 
 
 def test_reset_clears_the_accumulators():
