@@ -1,0 +1,84 @@
+"""ConjureSimilarity as a Hugging Face ``evaluate`` metric (the module file of the ``conjure`` Space)."""
+
+import datasets
+import evaluate
+
+from conjure_metrics.denoisers.loading import load_denoiser
+from conjure_metrics.functional import conjure_similarity
+
+_CITATION = """\
+@inproceedings{liu2026conjuring,
+  title     = {Conjuring Semantic Similarity},
+  author    = {Liu, Tian Yu and Soatto, Stefano},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year      = {2026},
+  url       = {https://arxiv.org/abs/2410.16431}
+}
+"""
+
+_DESCRIPTION = """\
+Semantic similarity of two texts as a text-to-image diffusion model imagines them. Each text
+conditions a reverse diffusion process; the distance between the texts is the Jeffreys divergence
+between the two processes, estimated by Monte-Carlo over trajectories that share their noise, and
+the similarity is 1 / (1 + divergence). It also compares two checkpoints on the same prompts.
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    prompts_a (`list` of `str`): first text of each pair.
+    prompts_b (`list` of `str`): second text of each pair.
+    model (`str`, optional): diffusers folder or hub id; defaults to the embedded conjure-zoo model.
+    model_b (`str`, optional): model for `prompts_b` (defaults to `model`): compare checkpoints.
+    num_steps (`int`, default 10), num_samples (`int`, default 5), guidance_scale (`float`, default 7.5),
+    weighting (`"simple"` or `"girsanov"`), seed (`int`, default 0), max_batch_size (`int`, default 64),
+    min_timestep (`float`, default 0): estimator settings, as in `conjure_metrics.conjure_similarity`.
+Returns:
+    mean_similarity (`float`): mean of the per-pair similarities.
+    similarity (`list` of `float`): 1 / (1 + divergence) per pair, in [0, 1].
+    divergence (`list` of `float`): Monte-Carlo Jeffreys divergence per pair.
+    stderr (`list` of `float`): its standard error per pair (NaN with one sample).
+Examples:
+    >>> conjure = evaluate.load("conjure")
+    >>> results = conjure.compute(prompts_a=["a zebra"], prompts_b=["a zebra"], num_samples=2)
+    >>> results["similarity"]
+    [1.0]
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class Conjure(evaluate.Metric):
+    """Jeffreys divergence between the reverse diffusion processes of two prompts."""
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            module_type="metric",
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features({"prompts_a": datasets.Value("string"), "prompts_b": datasets.Value("string")}),
+            reference_urls=["https://arxiv.org/abs/2410.16431"],
+        )
+
+    def _denoiser(self, model):
+        # Loading a diffusion model is slow: keep each one for the life of this module instance.
+        if model is not None and not isinstance(model, str):
+            return load_denoiser(model)
+        cache = self.__dict__.setdefault("_denoisers", {})
+        if model not in cache:
+            cache[model] = load_denoiser(model)
+        return cache[model]
+
+    def _compute(self, prompts_a, prompts_b, model=None, model_b=None, num_steps=10, num_samples=5,
+                 guidance_scale=7.5, weighting="simple", seed=0, max_batch_size=64, min_timestep=0):
+        result = conjure_similarity(
+            list(prompts_a), list(prompts_b), self._denoiser(model),
+            model_b=None if model_b is None else self._denoiser(model_b),
+            num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale, weighting=weighting,
+            seed=seed, max_batch_size=max_batch_size, min_timestep=min_timestep, progress_bar=False,
+        )
+        return {
+            "mean_similarity": float(result.mean_similarity),
+            "similarity": result.similarity.tolist(),
+            "divergence": result.divergence.tolist(),
+            "stderr": result.stderr.tolist(),
+        }
