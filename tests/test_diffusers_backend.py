@@ -94,22 +94,6 @@ def test_v_prediction_outputs_are_converted_to_noise(tiny_pixel_repo):
     torch.testing.assert_close(denoiser.predict_noise(x, t, cond), abar.sqrt() * v + (1 - abar).sqrt() * x)
 
 
-def test_model_comparison_of_a_checkpoint_with_itself_is_zero_and_with_a_perturbed_copy_is_not():
-    import copy
-
-    components = build_tiny_components()
-    base = DiffusersDenoiser(**components)
-    perturbed_parts = dict(components, unet=copy.deepcopy(components["unet"]))
-    with torch.no_grad():
-        for p in perturbed_parts["unet"].parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    prompts = ["a red fox", "a cat"]
-    same = conjure_similarity(prompts, prompts, base, model_b=DiffusersDenoiser(**components), num_steps=3, num_samples=2)
-    moved = conjure_similarity(prompts, prompts, base, model_b=DiffusersDenoiser(**perturbed_parts), num_steps=3, num_samples=2)
-    assert torch.all(same.divergence == 0)
-    assert torch.all(moved.divergence > 0)
-
-
 def test_float64_unet_score_is_independent_of_batch_size():
     components = build_tiny_components()
     for module in ("unet", "text_encoder"):

@@ -1,0 +1,159 @@
+"""The ``conjure`` command line: similarity of prompt pairs, and checkpoint comparison.
+
+    conjure similarity "a snow leopard" "a bengal tiger" [--pairs pairs.tsv] [--json out.json]
+    conjure compare BASE_DIR FINETUNED_DIR --prompts prompts.txt [--json out.json]
+
+User errors print one line and exit with status 2; progress bars show on a terminal unless ``--quiet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from conjure_metrics.functional import ConjureResult, conjure_similarity
+
+
+def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("estimator")
+    group.add_argument("--steps", type=int, default=10, help="reverse steps per trajectory (default 10)")
+    group.add_argument("--samples", type=int, default=5, help="Monte-Carlo samples per pair (default 5)")
+    group.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    group.add_argument("--weighting", choices=["simple", "girsanov"], default="simple")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--min-timestep", type=float, default=0)
+    group.add_argument("--max-batch-size", type=int, default=64)
+    group.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: where the model loads)")
+    group.add_argument("--json", dest="json_path", default=None, help="also write the results to this JSON file")
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings = dict(num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance,
+                    weighting=args.weighting, seed=args.seed, min_timestep=args.min_timestep,
+                    max_batch_size=args.max_batch_size, progress_bar=False if args.quiet else None)
+    if args.device is not None:
+        settings["device"] = args.device
+    return settings
+
+
+def _read_lines(path: str) -> list[str]:
+    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _read_pairs(path: str) -> tuple[list[str], list[str]]:
+    a, b = [], []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise ValueError(f"{path}:{number}: expected two tab-separated prompts, found {len(fields)} field(s)")
+        a.append(fields[0].strip())
+        b.append(fields[1].strip())
+    return a, b
+
+
+def _rows(result: ConjureResult, first: Sequence[str], second: Sequence[str]) -> list[dict[str, Any]]:
+    return [
+        {"prompt_a": a, "prompt_b": b, "similarity": float(s), "divergence": float(d),
+         "stderr": None if math.isnan(float(e)) else float(e)}
+        for a, b, s, d, e in zip(first, second, result.similarity, result.divergence, result.stderr)
+    ]
+
+
+def _print_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
+    def cell(row: dict[str, Any], key: str) -> str:
+        value = row[key]
+        if value is None:
+            return "n/a"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    widths = [max(len(title), *(len(cell(r, key)) for r in rows)) for key, title in columns]
+    print("  ".join(title.ljust(w) for (_, title), w in zip(columns, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(cell(row, key).ljust(w) for (key, _), w in zip(columns, widths)))
+
+
+def _write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if path:
+        Path(path).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        print(f"wrote {path}")
+
+
+def _similarity(args: argparse.Namespace) -> None:
+    if args.pairs:
+        first, second = _read_pairs(args.pairs)
+    elif len(args.prompts) == 2:
+        first, second = [args.prompts[0]], [args.prompts[1]]
+    else:
+        raise ValueError("give exactly two prompts, or --pairs FILE with one tab-separated pair per line")
+    result = conjure_similarity(first, second, args.model, **_settings(args))
+    rows = _rows(result, first, second)
+    _print_table(rows, [("prompt_a", "prompt A"), ("prompt_b", "prompt B"), ("similarity", "similarity"),
+                        ("divergence", "divergence"), ("stderr", "± stderr")])
+    _write_json(args.json_path, {"settings": _settings_record(args), "model": args.model or "conjure-zoo",
+                                 "mean_similarity": float(result.mean_similarity), "pairs": rows})
+
+
+def _compare(args: argparse.Namespace) -> None:
+    prompts = list(args.prompt or [])
+    if args.prompts:
+        prompts += _read_lines(args.prompts)
+    if not prompts:
+        raise ValueError("give prompts with --prompts FILE (one per line) or --prompt TEXT")
+    result = conjure_similarity(prompts, prompts, args.base, model_b=args.other, **_settings(args))
+    rows = [{"prompt": r["prompt_a"], **{k: r[k] for k in ("divergence", "stderr", "similarity")}}
+            for r in _rows(result, prompts, prompts)]
+    print(f"{args.base}  vs  {args.other}")
+    _print_table(rows, [("prompt", "prompt"), ("divergence", "divergence"), ("stderr", "± stderr"),
+                        ("similarity", "similarity")])
+    _write_json(args.json_path, {"settings": _settings_record(args), "base": args.base, "other": args.other,
+                                 "prompts": rows})
+
+
+def _settings_record(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in _settings(args).items() if k != "progress_bar"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="conjure", description="Semantic similarity as a diffusion model imagines it.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    similarity = commands.add_parser("similarity", help="similarity of prompt pairs")
+    similarity.add_argument("prompts", nargs="*", help="two prompts")
+    similarity.add_argument("--pairs", help="file with one tab-separated pair of prompts per line")
+    similarity.add_argument("--model", default=None, help="diffusers folder or hub id (default: embedded conjure-zoo)")
+    _add_estimator_options(similarity)
+    similarity.set_defaults(run=_similarity)
+
+    compare = commands.add_parser("compare", help="how far one checkpoint moved from another, per prompt")
+    compare.add_argument("base", help="reference model: diffusers folder or hub id")
+    compare.add_argument("other", help="model to compare with it (e.g. the fine-tuned one)")
+    compare.add_argument("--prompts", help="file with one prompt per line")
+    compare.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    _add_estimator_options(compare)
+    compare.set_defaults(run=_compare)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, TypeError, FileNotFoundError, OSError, ImportError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"conjure: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
