@@ -1,0 +1,93 @@
+"""Lightning: the example's validation loop under real CPU DDP / ddp_spawn / bf16-true, and checkpoints."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conjure_metrics import DiffusersDenoiser, conjure_similarity
+
+L = pytest.importorskip("lightning")
+pytestmark = pytest.mark.slow
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lightning_conjure.py"
+SETTINGS = dict(num_steps=3, num_samples=2, guidance_scale=3.0, seed=0)
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("lightning_conjure", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny32(tmp_path_factory):
+    from conjure_metrics.tiny import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny32"), sample_size=32)
+
+
+def _reference(model_path, unet_path, dtype, pairs):
+    from diffusers import UNet2DConditionModel
+
+    denoiser = DiffusersDenoiser.from_pretrained(model_path)
+    denoiser.unet = UNet2DConditionModel.from_pretrained(unet_path, torch_dtype=dtype)
+    denoiser.text_encoder.to(dtype)
+    return conjure_similarity([a for a, _ in pairs], [b for _, b in pairs], denoiser, **SETTINGS)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("strategy,precision", [("ddp", "32-true"), ("ddp_spawn", "32-true"), ("ddp", "bf16-true")])
+def test_logged_value_under_two_cpu_ranks_equals_single_process(strategy, precision, tiny32, tmp_path):
+    out = tmp_path / "result.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--model", str(tiny32), "--devices", "2", "--strategy", strategy,
+         "--precision", precision, "--max-steps", "2", "--conjure-steps", "3", "--conjure-samples", "2", "--out", str(out)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = json.loads(out.read_text())
+    assert logged["world_size"] == 2
+    pairs = _example().VALIDATION_PAIRS
+    assert logged["metrics"]["val/pairs_counted"] == len(pairs)  # no pair counted twice or lost
+    dtype = torch.bfloat16 if precision == "bf16-true" else torch.float32
+    expected = _reference(tiny32, out.with_suffix(".unet"), dtype, pairs)
+    assert logged["metrics"]["val/conjure"] == pytest.approx(float(expected.mean_similarity), rel=1e-6)
+
+
+def _fit_and_save(module, path):
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(module)
+    if module.val_similarity is not None:
+        module.val_similarity.update(["a red fox", "a zebra"], ["a blue fox", "a zebra"])
+    trainer.save_checkpoint(path)
+    return path.stat().st_size
+
+
+def test_checkpoint_has_no_extra_weights_and_resumes_the_metric_state_exactly(tiny32, tmp_path):
+    example = _example()
+    torch.manual_seed(0)
+    with_metric = example.ConjureFineTuner(str(tiny32), track_drift=True, **SETTINGS)
+    torch.manual_seed(0)
+    without = example.ConjureFineTuner(str(tiny32), with_metric=False, **SETTINGS)
+    size_with = _fit_and_save(with_metric, tmp_path / "with.ckpt")
+    size_without = _fit_and_save(without, tmp_path / "without.ckpt")
+    unet_bytes = sum(p.numel() * p.element_size() for p in with_metric.unet.parameters())
+    assert size_with - size_without < 0.05 * unet_bytes  # a few accumulators, no UNet copy (base or trained)
+
+    restored = example.ConjureFineTuner.load_from_checkpoint(tmp_path / "with.ckpt")
+    for name, value in with_metric.val_similarity.metric_state.items():
+        restored_value = restored.val_similarity.metric_state[name]
+        if isinstance(value, list):
+            assert len(value) == len(restored_value) and all(torch.equal(a, b) for a, b in zip(value, restored_value))
+        else:
+            assert torch.equal(value, restored_value)
+    assert restored.val_similarity.num_pairs == 2
