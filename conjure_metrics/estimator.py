@@ -42,7 +42,8 @@ class StepState:
     """What a ``callback`` sees after the model calls of one step (before the chain moves on).
 
     ``x[d, p, j]`` is the state of sample ``j`` of pair ``p`` on the trajectory driven by side ``d``
-    (0 = a, 1 = b); ``eps_a`` / ``eps_b`` are the guided predictions of side a / b at those states.
+    (0 = a, 1 = b); ``eps_a[d, p, j]`` / ``eps_b[d, p, j]`` are the guided predictions of side a / b
+    at that state.
     """
 
     step: int
@@ -114,16 +115,24 @@ class _ConditioningTable:
 
 @dataclass(frozen=True)
 class _Request:
-    group: int
+    trajectory: int
     model: int
     row: int
 
 
 class _EvaluationPlan:
-    """Which (trajectory group, model, conditioning row) predictions each step needs, deduplicated.
+    """Which trajectories to run and which predictions each step needs, deduplicated.
 
-    A trajectory group is one (direction, pair); a pair with the same model and prompt on both sides
-    asks for one prediction, so its difference is exactly zero.
+    A trajectory is driven by one (model, prompt) and one Monte-Carlo sample; since sample ``j`` uses
+    the same noise in every pair, pairs that share a (model, prompt) share its whole trajectory (STS
+    sets repeat sentences; a similarity matrix of n prompts needs n trajectories, not n(n-1)). At each
+    state the driver's prediction and those of all its partners (and the unconditional ones) are
+    requested once. A pair with the same model and prompt on both sides therefore asks for a single
+    prediction, and its difference is exactly zero.
+
+    Index tensors, per pair and direction ``d`` (0: trajectory of side a, 1: of side b):
+    ``trajectory[d]``, and the requests holding side a's / side b's conditional and unconditional
+    predictions at that trajectory's states.
     """
 
     def __init__(
@@ -131,27 +140,38 @@ class _EvaluationPlan:
         table: _ConditioningTable,
     ) -> None:
         num_pairs = len(prompts[0])
+        drivers: dict[tuple[int, str], int] = {}
         index: dict[_Request, int] = {}
 
-        def request(group: int, model: int, prompt: str) -> int:
-            return index.setdefault(_Request(group, model, table.row(model, prompt)), len(index))
+        def request(trajectory: int, model: int, prompt: str) -> int:
+            return index.setdefault(_Request(trajectory, model, table.row(model, prompt)), len(index))
 
-        cond, uncond = [[], []], [[], []]
-        for group in range(2 * num_pairs):
-            pair = group % num_pairs
-            for side in (0, 1):
-                cond[side].append(request(group, side_models[side], prompts[side][pair]))
-                if guided:
-                    uncond[side].append(request(group, side_models[side], ""))
+        self.trajectory = torch.zeros(2, num_pairs, dtype=torch.long)
+        self.cond = torch.zeros(2, 2, num_pairs, dtype=torch.long)  # [direction, side, pair]
+        self.uncond = torch.zeros(2, 2, num_pairs, dtype=torch.long)
+        for pair in range(num_pairs):
+            for direction in (0, 1):
+                driver = (side_models[direction], prompts[direction][pair])
+                trajectory = drivers.setdefault(driver, len(drivers))
+                self.trajectory[direction, pair] = trajectory
+                for side in (0, 1):
+                    self.cond[direction, side, pair] = request(trajectory, side_models[side], prompts[side][pair])
+                    if guided:
+                        self.uncond[direction, side, pair] = request(trajectory, side_models[side], "")
+        self.guided = guided
+        self.drivers = list(drivers)
         self.requests = list(index)
-        self.cond = [torch.tensor(c) for c in cond]
-        self.uncond = [torch.tensor(u) for u in uncond] if guided else None
-        positions: dict[int, list[int]] = {}
-        for position, req in enumerate(self.requests):
-            positions.setdefault(req.model, []).append(position)
-        self.by_model = {model: torch.tensor(p) for model, p in positions.items()}
-        self.group = torch.tensor([r.group for r in self.requests])
-        self.row = torch.tensor([r.row for r in self.requests])
+        # Where each trajectory finds its own (driver's) predictions, to move it along.
+        self.drive_cond = torch.tensor([index[_Request(t, m, table.row(m, p))] for t, (m, p) in enumerate(self.drivers)])
+        self.drive_uncond = (torch.tensor([index[_Request(t, m, table.row(m, ""))] for t, (m, _) in enumerate(self.drivers)])
+                             if guided else None)
+        self.request_trajectory = torch.tensor([r.trajectory for r in self.requests])
+        self.request_row = torch.tensor([r.row for r in self.requests])
+        self.request_model = torch.tensor([r.model for r in self.requests])
+
+    @property
+    def num_trajectories(self) -> int:
+        return len(self.drivers)
 
 
 def _check_same_chain(first: ReverseChain, second: ReverseChain) -> None:
@@ -208,40 +228,37 @@ def jeffreys_terms(
     with torch.inference_mode(), _eval_modes(models):
         conditioning = table.encode()
         initial, step_noise = trajectory_noise(seed, num_samples, chain.num_steps, shape, dtype)
-        x = (initial * chain.init_std).to(device).expand(2 * num_pairs, *initial.shape).clone()
+        x = (initial * chain.init_std).to(device).expand(plan.num_trajectories, *initial.shape).clone()
 
         included = chain.timesteps.double() >= min_timestep
         girsanov_weight = torch.where(included, chain.girsanov_weight(), torch.zeros(()))
         simple_weight = included.double() / max(int(included.sum()), 1)
-        simple = torch.zeros(2 * num_pairs, num_samples, chain.num_steps, dtype=torch.float64)
+        simple = torch.zeros(2, num_pairs, num_samples, chain.num_steps, dtype=torch.float64)
         girsanov = torch.zeros_like(simple)
         numel = x[0, 0].numel()
 
         for step in tqdm(range(chain.num_steps), desc="conjure", disable=_disable(progress_bar), leave=False):
             model_input = x * chain.input_scale[step].to(dtype)
-            eps = _evaluate(models, plan, conditioning, model_input, chain.timesteps[step], max_batch_size)
-            eps_a = _guide(eps, plan.cond[0], plan.uncond and plan.uncond[0], guidance_scale)
-            eps_b = _guide(eps, plan.cond[1], plan.uncond and plan.uncond[1], guidance_scale)
+            # Every trajectory starts from the same x_T: the first step needs each prediction once.
+            eps = _evaluate(models, plan, conditioning, model_input, chain.timesteps[step], max_batch_size,
+                            states_identical=(step == 0))
+            eps_a = _guide(eps, plan.cond[:, 0], plan.uncond[:, 0] if guided else None, guidance_scale)
+            eps_b = _guide(eps, plan.cond[:, 1], plan.uncond[:, 1] if guided else None, guidance_scale)
 
-            squared = (eps_a - eps_b).double().pow(2).flatten(2).sum(-1).cpu()
-            simple[:, :, step] = squared / numel * simple_weight[step]
-            girsanov[:, :, step] = squared * girsanov_weight[step]
+            squared = (eps_a - eps_b).double().pow(2).flatten(3).sum(-1).cpu()
+            simple[..., step] = squared / numel * simple_weight[step]
+            girsanov[..., step] = squared * girsanov_weight[step]
 
             if callback is not None:
-                callback(StepState(step, chain.timesteps[step], _by_direction(x, num_pairs),
-                                   _by_direction(eps_a, num_pairs), _by_direction(eps_b, num_pairs), chain))
-            drive = torch.cat([eps_a[:num_pairs], eps_b[num_pairs:]])
+                callback(StepState(step, chain.timesteps[step], x[plan.trajectory], eps_a, eps_b, chain))
+            drive = _guide(eps, plan.drive_cond, plan.drive_uncond, guidance_scale)
             x = (chain.x_coef[step].to(dtype) * x + chain.eps_coef[step].to(dtype) * drive
                  + chain.noise_std[step].to(dtype) * step_noise[step].to(device))
 
     def per_pair(values: Tensor) -> Tensor:
-        return _by_direction(values, num_pairs).permute(1, 2, 0, 3).clone()
+        return values.permute(1, 2, 0, 3).clone()
 
     return JeffreysTerms(per_pair(simple), per_pair(girsanov), chain.timesteps.clone(), included.clone())
-
-
-def _by_direction(values: Tensor, num_pairs: int) -> Tensor:
-    return values.reshape(2, num_pairs, *values.shape[1:])
 
 
 def _disable(progress_bar: bool | None) -> bool | None:
@@ -257,15 +274,36 @@ def _guide(eps: Tensor, cond: Tensor, uncond: Tensor | None, scale: float) -> Te
 
 def _evaluate(
     models: Sequence[Denoiser], plan: _EvaluationPlan, conditioning: list[Tensor], x: Tensor, timestep: Tensor,
-    max_batch_size: int,
+    max_batch_size: int, states_identical: bool = False,
 ) -> Tensor:
-    """All predictions one step needs, ``(requests, samples, *shape)``, in chunks of ``max_batch_size`` rows."""
+    """All predictions one step needs, ``(requests, samples, *shape)``, in chunks of ``max_batch_size`` rows.
+
+    With ``states_identical`` (all trajectories at the same state) each (model, prompt) is evaluated
+    once and shared by every trajectory.
+    """
+    if states_identical:
+        keys = plan.request_model * (plan.request_row.max() + 1) + plan.request_row
+        unique_keys, inverse = torch.unique(keys, return_inverse=True)
+        first = torch.full((len(unique_keys),), len(keys), dtype=torch.long).scatter_reduce(
+            0, inverse, torch.arange(len(keys)), reduce="amin")
+        return _evaluate_requests(models, plan, conditioning, x, timestep, max_batch_size, first)[inverse]
+    return _evaluate_requests(models, plan, conditioning, x, timestep, max_batch_size, torch.arange(len(plan.requests)))
+
+
+def _evaluate_requests(
+    models: Sequence[Denoiser], plan: _EvaluationPlan, conditioning: list[Tensor], x: Tensor, timestep: Tensor,
+    max_batch_size: int, requests: Tensor,
+) -> Tensor:
     num_samples = x.shape[1]
-    out = torch.empty((len(plan.requests), *x.shape[1:]), dtype=x.dtype, device=x.device)
-    for model_index, positions in plan.by_model.items():
-        model = models[model_index]
-        rows_x = x[plan.group[positions]].flatten(0, 1)
-        rows_cond = conditioning[model_index][plan.row[positions]].repeat_interleave(num_samples, dim=0)
+    out = torch.empty((len(requests), *x.shape[1:]), dtype=x.dtype, device=x.device)
+    for model_index, model in enumerate(models):
+        positions = (plan.request_model[requests] == model_index).nonzero().flatten()
+        if len(positions) == 0:
+            continue
+        chosen = requests[positions]
+        rows_x = x[plan.request_trajectory[chosen].to(x.device)].flatten(0, 1)
+        rows_cond = conditioning[model_index][plan.request_row[chosen].to(conditioning[model_index].device)]
+        rows_cond = rows_cond.repeat_interleave(num_samples, dim=0)
         predictions = []
         for start in range(0, rows_x.shape[0], max_batch_size):
             chunk = rows_x[start : start + max_batch_size]

@@ -101,3 +101,28 @@ def test_similarity_ranks_closer_distributions_higher():
     model.means["tiger-ish"], model.variances["tiger-ish"] = near, model.variances["tiger"]
     result = conjure_similarity(["tiger", "tiger"], ["tiger-ish", "zebra"], model, guidance_scale=1.0)
     assert result.similarity[0] > result.similarity[1]
+
+
+class CountingDenoiser:
+    """Counts the rows the estimator sends through the model."""
+
+    def __init__(self, inner):
+        self.inner, self.rows = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def predict_noise(self, x, t, c):
+        self.rows += x.shape[0]
+        return self.inner.predict_noise(x, t, c)
+
+
+def test_pairs_sharing_a_prompt_share_its_trajectory_and_predictions():
+    prompts = ["tiger", "fox", "cat", "zebra"]
+    pairs = [(a, b) for i, a in enumerate(prompts) for b in prompts[i + 1:]]
+    model = CountingDenoiser(gaussian_model())
+    steps, samples = 5, 3
+    jeffreys_terms([a for a, _ in pairs], [b for _, b in pairs], model, num_steps=steps, num_samples=samples, guidance_scale=2.0)
+    # One trajectory per prompt, each evaluated under itself, its 3 partners and the empty prompt;
+    # the first step (shared x_T) needs each of the 5 conditionings once.
+    assert model.rows == samples * (5 + (steps - 1) * len(prompts) * 5)

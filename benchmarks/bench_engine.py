@@ -1,0 +1,150 @@
+"""Engine efficiency: batched ConjureSimilarity against the naive loop, on CPU.
+
+For 1, 16 and 64 pairs on the embedded conjure-zoo model and on a tiny random model it reports
+pairs/s, denoiser calls (and rows), the share of wall time spent inside the denoiser, and the peak
+working memory, for two ``max_batch_size`` settings; and the naive one-call-per-prompt loop
+(``naive_reference.py``) at 1 and 16 pairs, as a ratio. Each measurement runs in its own process
+so that peak memory is its own. Prints a table and writes ``benchmarks/results/bench_engine.json``.
+
+    python benchmarks/bench_engine.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PROMPTS = ["a snow leopard", "a bengal tiger", "a zebra", "a red fox", "a dalmatian", "a panther on snow",
+           "a giraffe in the desert", "a polar bear", "a white horse with black stripes", "a crimson fox",
+           "a pale grey cat with dark spots", "a leopard at night"]
+
+
+class TimedDenoiser:
+    """Forwards to a denoiser, counting calls and rows and the wall time spent inside ``predict_noise``."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls, self.rows, self.seconds = inner, 0, 0, 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def predict_noise(self, x, timesteps, conditioning):
+        start = time.perf_counter()
+        out = self.inner.predict_noise(x, timesteps, conditioning)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        self.rows += x.shape[0]
+        return out
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize()
+
+
+def _load(model: str):
+    from conjure_metrics import DiffusersDenoiser
+    from conjure_metrics.denoisers.loading import embedded_model_path
+    from conjure_metrics.tiny import build_tiny_components
+
+    if model == "conjure-zoo":
+        return DiffusersDenoiser.from_pretrained(embedded_model_path())
+    return DiffusersDenoiser(**build_tiny_components(sample_size=32))
+
+
+def _pairs(n: int) -> tuple[list[str], list[str]]:
+    a = [PROMPTS[i % len(PROMPTS)] for i in range(n)]
+    b = [PROMPTS[(7 * i + 3) % len(PROMPTS)] for i in range(n)]
+    return a, b
+
+
+def measure(config: dict) -> dict:
+    """One measurement, meant to run in a fresh process."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from naive_reference import naive_divergence
+
+    from conjure_metrics import jeffreys_terms
+
+    torch.manual_seed(0)
+    denoiser = TimedDenoiser(_load(config["model"]))
+    settings = dict(num_steps=config["num_steps"], num_samples=config["num_samples"], guidance_scale=config["guidance"], seed=0)
+    a, b = _pairs(config["pairs"])
+    jeffreys_terms(a[:1], b[:1], denoiser, max_batch_size=8, **dict(settings, num_steps=1, num_samples=1))  # warm-up
+    denoiser.calls = denoiser.rows = 0
+    denoiser.seconds = 0.0
+    baseline = _rss_bytes()
+    start = time.perf_counter()
+    if config["engine"] == "batched":
+        jeffreys_terms(a, b, denoiser, max_batch_size=config["max_batch_size"], **settings)
+    else:
+        for x, y in zip(a, b):
+            naive_divergence(x, y, denoiser, **settings)
+    wall = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return dict(config, wall_s=wall, pairs_per_s=config["pairs"] / wall, denoiser_calls=denoiser.calls,
+                denoiser_rows=denoiser.rows, denoiser_share=denoiser.seconds / wall,
+                peak_working_mb=max(peak - baseline, 0) / 2**20)
+
+
+def _run_isolated(config: dict) -> dict:
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(measure, (config,))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model only, fewer pairs (a smoke run)")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=3)
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--out", default=str(RESULTS / "bench_engine.json"))
+    args = parser.parse_args()
+
+    from conjure_metrics.denoisers.loading import embedded_model_path
+
+    models = ["tiny-random-32px"]
+    if not args.quick:
+        try:
+            embedded_model_path()
+            models.insert(0, "conjure-zoo")
+        except FileNotFoundError:
+            print("no embedded conjure-zoo model in this install: measuring the tiny random model only")
+    pair_counts = [1, 4] if args.quick else [1, 16, 64]
+    base = dict(num_steps=args.steps, num_samples=args.samples, guidance=args.guidance)
+    rows = []
+    for model in models:
+        for pairs in pair_counts:
+            for max_batch_size in (32, 256):
+                rows.append(_run_isolated(dict(base, model=model, pairs=pairs, engine="batched", max_batch_size=max_batch_size)))
+            if pairs <= 16:
+                rows.append(_run_isolated(dict(base, model=model, pairs=pairs, engine="naive", max_batch_size=1)))
+            naive = next((r for r in rows if r["model"] == model and r["pairs"] == pairs and r["engine"] == "naive"), None)
+            for row in rows:
+                if row["model"] == model and row["pairs"] == pairs and naive is not None:
+                    row["speedup_vs_naive"] = row["pairs_per_s"] / naive["pairs_per_s"]
+
+    header = f"{'model':>16} {'pairs':>5} {'engine':>7} {'max_bs':>6} {'pairs/s':>8} {'calls':>6} {'rows':>7} {'in model':>8} {'peak MB':>8} {'vs naive':>8}"
+    print(f"T={args.steps}, k={args.samples}, guidance {args.guidance}, torch threads {torch.get_num_threads()}")
+    print(header)
+    for r in rows:
+        speedup = f"{r['speedup_vs_naive']:.2f}x" if "speedup_vs_naive" in r else "n/a"
+        print(f"{r['model']:>16} {r['pairs']:>5} {r['engine']:>7} {r['max_batch_size']:>6} {r['pairs_per_s']:>8.3f} "
+              f"{r['denoiser_calls']:>6} {r['denoiser_rows']:>7} {r['denoiser_share']:>8.1%} {r['peak_working_mb']:>8.1f} {speedup:>8}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"machine": f"{platform.machine()} {mp.cpu_count()} cores", "torch": torch.__version__,
+                                          "settings": vars(args), "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
