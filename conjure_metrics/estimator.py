@@ -21,6 +21,7 @@ low-noise end where the exact KL concentrates.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
@@ -60,13 +61,22 @@ class JeffreysTerms:
 
     Index 2 is the direction: 0 integrates along trajectories of side a (``KL(P_a || P_b)``), 1 along
     side b. Summing a weighting's tensor over its last two dimensions gives one Monte-Carlo sample of
-    the Jeffreys divergence.
+    the Jeffreys divergence. ``sample_mask`` (pairs, samples) marks the samples drawn for each pair
+    when pairs got different numbers of samples (adaptive sampling); ``None`` means all.
     """
 
     simple: Tensor
     girsanov: Tensor
     timesteps: Tensor
     included_steps: Tensor
+    sample_mask: Tensor | None = None
+
+    @property
+    def num_samples(self) -> Tensor:
+        """Monte-Carlo samples behind each pair's estimate."""
+        if self.sample_mask is None:
+            return torch.full(self.simple.shape[:1], self.simple.shape[1], dtype=torch.long)
+        return self.sample_mask.sum(dim=1)
 
     def contributions(self, weighting: Weighting) -> Tensor:
         if weighting not in WEIGHTINGS:
@@ -79,14 +89,31 @@ class JeffreysTerms:
 
     def divergence(self, weighting: Weighting) -> Tensor:
         """Monte-Carlo mean per pair."""
-        return self.samples(weighting).mean(dim=1)
+        return self.samples(weighting).sum(dim=1) / self.num_samples
 
     def stderr(self, weighting: Weighting) -> Tensor:
         """Standard error of :meth:`divergence` per pair (NaN with a single sample)."""
-        samples = self.samples(weighting)
-        if samples.shape[1] < 2:
-            return torch.full(samples.shape[:1], float("nan"), dtype=samples.dtype)
-        return samples.std(dim=1, unbiased=True) / samples.shape[1] ** 0.5
+        samples, count = self.samples(weighting), self.num_samples.double()
+        deviations = samples - self.divergence(weighting)[:, None]
+        if self.sample_mask is not None:
+            deviations = deviations * self.sample_mask
+        variance = deviations.pow(2).sum(dim=1) / (count - 1)
+        return torch.where(count > 1, (variance / count).sqrt(), torch.full_like(variance, float("nan")))
+
+    @staticmethod
+    def stack_pairs(per_pair: Sequence["JeffreysTerms"]) -> "JeffreysTerms":
+        """One set of terms from single-pair terms with possibly different numbers of samples."""
+        longest = max(t.simple.shape[1] for t in per_pair)
+
+        def padded(values: Tensor) -> Tensor:
+            return torch.nn.functional.pad(values, (0, 0, 0, 0, 0, longest - values.shape[1]))
+
+        mask = torch.zeros(len(per_pair), longest, dtype=torch.bool)
+        for i, t in enumerate(per_pair):
+            mask[i, : t.simple.shape[1]] = True
+        first = per_pair[0]
+        return JeffreysTerms(torch.cat([padded(t.simple) for t in per_pair]), torch.cat([padded(t.girsanov) for t in per_pair]),
+                             first.timesteps, first.included_steps, None if bool(mask.all()) else mask)
 
 
 class _ConditioningTable:
@@ -203,13 +230,16 @@ def jeffreys_terms(
     min_timestep: float = 0,
     progress_bar: bool | None = False,
     callback: Callable[[StepState], None] | None = None,
+    first_sample: int = 0,
 ) -> JeffreysTerms:
     """Monte-Carlo terms of the Jeffreys divergence for each pair ``(model_a, a[p])`` vs ``(model_b, b[p])``.
 
     Arguments are assumed valid (the public entry points check them). ``model_b`` defaults to
     ``model_a`` (prompt comparison); give another model with the same prompts to compare checkpoints.
     Model evaluations of one step for the whole batch go through each model in calls of at most
-    ``max_batch_size`` rows. ``progress_bar=None`` shows a bar only on a terminal.
+    ``max_batch_size`` rows. ``progress_bar=None`` shows a bar only on a terminal. ``first_sample``
+    selects which Monte-Carlo samples to draw (``first_sample, ..., first_sample + num_samples - 1``),
+    so more samples can be added to an estimate later.
     """
     models: list[Denoiser] = [model_a] if model_b is None or model_b is model_a else [model_a, model_b]
     side_models = (0, len(models) - 1)
@@ -225,9 +255,10 @@ def jeffreys_terms(
     num_pairs, shape = len(prompts_a), tuple(models[0].sample_shape)
     device, dtype = models[0].device, _state_dtype(models[0])
 
+    batch_limits = [max_batch_size] * len(models)  # lowered for good after a CUDA out-of-memory
     with torch.inference_mode(), _eval_modes(models):
         conditioning = table.encode()
-        initial, step_noise = trajectory_noise(seed, num_samples, chain.num_steps, shape, dtype)
+        initial, step_noise = trajectory_noise(seed, num_samples, chain.num_steps, shape, dtype, first_sample)
         x = (initial * chain.init_std).to(device).expand(plan.num_trajectories, *initial.shape).clone()
 
         included = chain.timesteps.double() >= min_timestep
@@ -240,7 +271,7 @@ def jeffreys_terms(
         for step in tqdm(range(chain.num_steps), desc="conjure", disable=_disable(progress_bar), leave=False):
             model_input = x * chain.input_scale[step].to(dtype)
             # Every trajectory starts from the same x_T: the first step needs each prediction once.
-            eps = _evaluate(models, plan, conditioning, model_input, chain.timesteps[step], max_batch_size,
+            eps = _evaluate(models, plan, conditioning, model_input, chain.timesteps[step], batch_limits,
                             states_identical=(step == 0))
             eps_a = _guide(eps, plan.cond[:, 0], plan.uncond[:, 0] if guided else None, guidance_scale)
             eps_b = _guide(eps, plan.cond[:, 1], plan.uncond[:, 1] if guided else None, guidance_scale)
@@ -274,9 +305,9 @@ def _guide(eps: Tensor, cond: Tensor, uncond: Tensor | None, scale: float) -> Te
 
 def _evaluate(
     models: Sequence[Denoiser], plan: _EvaluationPlan, conditioning: list[Tensor], x: Tensor, timestep: Tensor,
-    max_batch_size: int, states_identical: bool = False,
+    batch_limits: list[int], states_identical: bool = False,
 ) -> Tensor:
-    """All predictions one step needs, ``(requests, samples, *shape)``, in chunks of ``max_batch_size`` rows.
+    """All predictions one step needs, ``(requests, samples, *shape)``, in chunks of at most ``batch_limits[m]`` rows.
 
     With ``states_identical`` (all trajectories at the same state) each (model, prompt) is evaluated
     once and shared by every trajectory.
@@ -286,13 +317,13 @@ def _evaluate(
         unique_keys, inverse = torch.unique(keys, return_inverse=True)
         first = torch.full((len(unique_keys),), len(keys), dtype=torch.long).scatter_reduce(
             0, inverse, torch.arange(len(keys)), reduce="amin")
-        return _evaluate_requests(models, plan, conditioning, x, timestep, max_batch_size, first)[inverse]
-    return _evaluate_requests(models, plan, conditioning, x, timestep, max_batch_size, torch.arange(len(plan.requests)))
+        return _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits, first)[inverse]
+    return _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits, torch.arange(len(plan.requests)))
 
 
 def _evaluate_requests(
     models: Sequence[Denoiser], plan: _EvaluationPlan, conditioning: list[Tensor], x: Tensor, timestep: Tensor,
-    max_batch_size: int, requests: Tensor,
+    batch_limits: list[int], requests: Tensor,
 ) -> Tensor:
     num_samples = x.shape[1]
     out = torch.empty((len(requests), *x.shape[1:]), dtype=x.dtype, device=x.device)
@@ -304,18 +335,39 @@ def _evaluate_requests(
         rows_x = x[plan.request_trajectory[chosen].to(x.device)].flatten(0, 1)
         rows_cond = conditioning[model_index][plan.request_row[chosen].to(conditioning[model_index].device)]
         rows_cond = rows_cond.repeat_interleave(num_samples, dim=0)
-        predictions = []
-        for start in range(0, rows_x.shape[0], max_batch_size):
-            chunk = rows_x[start : start + max_batch_size]
-            t = timestep.to(model.device).expand(chunk.shape[0])
-            eps = model.predict_noise(chunk.to(model.device), t, rows_cond[start : start + max_batch_size])
-            if eps.shape != chunk.shape:
-                raise ValueError(f"model returned noise predictions of shape {tuple(eps.shape)} for inputs {tuple(chunk.shape)}")
-            if not torch.isfinite(eps).all():
-                raise ValueError(f"model returned non-finite (NaN or inf) noise predictions at timestep {timestep.item()}")
-            predictions.append(eps.to(device=x.device, dtype=x.dtype))
-        out[positions.to(x.device)] = torch.cat(predictions).unflatten(0, (len(positions), num_samples))
+        eps, batch_limits[model_index] = _predict_in_chunks(model, rows_x, rows_cond, timestep, batch_limits[model_index])
+        out[positions.to(x.device)] = eps.to(device=x.device, dtype=x.dtype).unflatten(0, (len(positions), num_samples))
     return out
+
+
+def _predict_in_chunks(
+    model: Denoiser, rows_x: Tensor, rows_cond: Tensor, timestep: Tensor, batch: int
+) -> tuple[Tensor, int]:
+    """Predictions for all rows in micro-batches of ``batch`` rows, and the micro-batch that worked.
+
+    On CUDA out-of-memory the micro-batch halves and the chunk is retried.
+    """
+    predictions, start = [], 0
+    while start < rows_x.shape[0]:
+        chunk = rows_x[start : start + batch]
+        try:
+            eps = model.predict_noise(chunk.to(model.device), timestep.to(model.device).expand(chunk.shape[0]),
+                                      rows_cond[start : start + batch])
+        except torch.cuda.OutOfMemoryError:
+            if batch == 1:
+                raise
+            batch = max(1, batch // 2)
+            warnings.warn(f"CUDA out of memory: retrying with micro-batches of {batch} rows",
+                          RuntimeWarning, stacklevel=2)
+            torch.cuda.empty_cache()
+            continue
+        if eps.shape != chunk.shape:
+            raise ValueError(f"model returned noise predictions of shape {tuple(eps.shape)} for inputs {tuple(chunk.shape)}")
+        if not torch.isfinite(eps).all():
+            raise ValueError(f"model returned non-finite (NaN or inf) noise predictions at timestep {timestep.item()}")
+        predictions.append(eps.to(rows_x.device))
+        start += chunk.shape[0]
+    return torch.cat(predictions), batch
 
 
 def _eval_modes(models: Sequence[Denoiser]):

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from torch import Tensor
 
+from conjure_metrics.adaptive import adaptive_jeffreys_terms
 from conjure_metrics.denoisers.loading import ModelLike, load_denoiser
 from conjure_metrics.denoisers.protocol import Denoiser
 from conjure_metrics.estimator import JeffreysTerms, Weighting, jeffreys_terms
@@ -48,6 +49,8 @@ def conjure_similarity(
     seed: int = 0,
     max_batch_size: int = 64,
     min_timestep: float = 0,
+    target_stderr: float | None = None,
+    max_samples: int | None = None,
     progress_bar: bool | None = None,
     **load_kwargs: Any,
 ) -> ConjureResult:
@@ -71,6 +74,9 @@ def conjure_similarity(
         seed: noise seed; the score of a pair depends on it only, not on batch size or order.
         max_batch_size: most rows per model call.
         min_timestep: steps at lower timesteps are left out of the divergence.
+        target_stderr: adaptive sampling: pairs whose standard error is above this draw more samples
+            (doubling, starting from ``num_samples``) until below it or at ``max_samples``.
+        max_samples: most samples per pair with ``target_stderr`` (default ``8 * num_samples``).
         progress_bar: show a tqdm bar (``None``: only on a terminal).
         **load_kwargs: passed to ``DiffusersDenoiser.from_pretrained`` when a model is a path or id
             (e.g. ``torch_dtype``, ``device``).
@@ -88,20 +94,21 @@ def conjure_similarity(
         True
     """
     prompts_a, prompts_b = check_prompts(prompts_a, prompts_b)
-    check_settings(num_steps, num_samples, guidance_scale, weighting, seed, max_batch_size, min_timestep)
+    check_settings(num_steps, num_samples, guidance_scale, weighting, seed, max_batch_size, min_timestep,
+                   target_stderr, max_samples)
     denoiser_a = load_denoiser(model, "model", **load_kwargs)
     denoiser_b = None if model_b is None else load_denoiser(model_b, "model_b", **load_kwargs)
     return score_pairs(
         prompts_a, prompts_b, denoiser_a, denoiser_b, num_steps=num_steps, num_samples=num_samples,
         guidance_scale=guidance_scale, weighting=weighting, seed=seed, max_batch_size=max_batch_size,
-        min_timestep=min_timestep, progress_bar=progress_bar,
+        min_timestep=min_timestep, target_stderr=target_stderr, max_samples=max_samples, progress_bar=progress_bar,
     )
 
 
 def score_pairs(
     prompts_a: Sequence[str], prompts_b: Sequence[str], denoiser_a: Denoiser, denoiser_b: Denoiser | None, *,
     num_steps: int, num_samples: int, guidance_scale: float, weighting: Weighting, seed: int, max_batch_size: int,
-    min_timestep: float, progress_bar: bool | None,
+    min_timestep: float, progress_bar: bool | None, target_stderr: float | None = None, max_samples: int | None = None,
 ) -> ConjureResult:
     """The computation :func:`conjure_similarity` and the metric share, on checked arguments and loaded models."""
     if weighting == "girsanov":
@@ -111,10 +118,13 @@ def score_pairs(
                 "weighting='girsanov' needs stochastic steps (at or above min_timestep): a deterministic "
                 "sampler has no finite path KL; use weighting='simple' or an ancestral sampler"
             )
-    terms = jeffreys_terms(
-        prompts_a, prompts_b, denoiser_a, denoiser_b, num_steps=int(num_steps), num_samples=int(num_samples),
-        guidance_scale=float(guidance_scale), seed=int(seed), max_batch_size=int(max_batch_size),
-        min_timestep=float(min_timestep), progress_bar=progress_bar,
-    )
+    settings = dict(num_steps=int(num_steps), guidance_scale=float(guidance_scale), seed=int(seed),
+                    max_batch_size=int(max_batch_size), min_timestep=float(min_timestep), progress_bar=progress_bar)
+    if target_stderr is None:
+        terms = jeffreys_terms(prompts_a, prompts_b, denoiser_a, denoiser_b, num_samples=int(num_samples), **settings)
+    else:
+        terms = adaptive_jeffreys_terms(
+            prompts_a, prompts_b, denoiser_a, denoiser_b, target_stderr=float(target_stderr), weighting=weighting,
+            num_samples=int(num_samples), max_samples=int(max_samples or 8 * num_samples), **settings)
     divergence = terms.divergence(weighting)
     return ConjureResult(divergence_to_similarity(divergence), divergence, terms.stderr(weighting), terms)

@@ -35,8 +35,8 @@ class ConjureSimilarity(Metric):
         model: a :class:`~conjure_metrics.Denoiser`, a diffusers folder or hub id, a pipeline, a
             callable returning one, or ``None`` for the embedded conjure-zoo model. Models loaded
             here from a path are frozen; objects you pass keep their ``requires_grad`` flags.
-        num_steps, num_samples, guidance_scale, weighting, seed, max_batch_size, min_timestep:
-            estimator settings, as in :func:`~conjure_metrics.conjure_similarity`.
+        num_steps, num_samples, guidance_scale, weighting, seed, max_batch_size, min_timestep, target_stderr,
+            max_samples: estimator settings, as in :func:`~conjure_metrics.conjure_similarity`.
         model_b: model for the second prompt of each pair (defaults to ``model``): compare checkpoints.
         progress_bar: show a tqdm bar per batch.
         load_kwargs: passed to ``DiffusersDenoiser.from_pretrained`` (e.g. ``{"torch_dtype": torch.float16}``).
@@ -84,15 +84,19 @@ class ConjureSimilarity(Metric):
         seed: int = 0,
         max_batch_size: int = 64,
         min_timestep: float = 0,
+        target_stderr: Optional[float] = None,
+        max_samples: Optional[int] = None,
         model_b: ModelLike = None,
         progress_bar: bool = False,
         load_kwargs: Optional[dict[str, Any]] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_settings(num_steps, num_samples, guidance_scale, weighting, seed, max_batch_size, min_timestep)
+        check_settings(num_steps, num_samples, guidance_scale, weighting, seed, max_batch_size, min_timestep,
+                       target_stderr, max_samples)
         self.settings = dict(num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale,
-                             weighting=weighting, seed=seed, max_batch_size=max_batch_size, min_timestep=min_timestep)
+                             weighting=weighting, seed=seed, max_batch_size=max_batch_size, min_timestep=min_timestep,
+                             target_stderr=target_stderr, max_samples=max_samples)
         self.progress_bar = progress_bar
         load_kwargs = load_kwargs or {}
         # A tuple, not attributes: nn.Module would register module-typed denoisers, and their weights

@@ -20,14 +20,16 @@ def sample_seed(seed: int, sample_index: int) -> int:
 
 
 def trajectory_noise(
-    seed: int, num_samples: int, num_steps: int, sample_shape: tuple[int, ...], dtype: torch.dtype = torch.float32
+    seed: int, num_samples: int, num_steps: int, sample_shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
+    first_sample: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """Initial states ``(num_samples, *shape)`` and step noise ``(num_steps, num_samples, *shape)``, on CPU.
+    """Initial states ``(num_samples, *shape)`` and step noise ``(num_steps, num_samples, *shape)``, on CPU,
+    for samples ``first_sample, first_sample + 1, ...``.
 
     Drawn on the CPU so that the same seed gives the same numbers on every device.
     """
     initial, steps = [], []
-    for j in range(num_samples):
+    for j in range(first_sample, first_sample + num_samples):
         generator = torch.Generator().manual_seed(sample_seed(seed, j))
         initial.append(torch.randn(sample_shape, generator=generator, dtype=dtype))
         steps.append(torch.randn((num_steps, *sample_shape), generator=generator, dtype=dtype))

@@ -28,7 +28,7 @@ def check_prompts(prompts_a: Any, prompts_b: Any) -> tuple[list[str], list[str]]
 
 def check_settings(
     num_steps: Any, num_samples: Any, guidance_scale: Any, weighting: Any, seed: Any, max_batch_size: Any,
-    min_timestep: Any = 0,
+    min_timestep: Any = 0, target_stderr: Any = None, max_samples: Any = None,
 ) -> None:
     """Raise ``TypeError`` / ``ValueError`` naming the first bad estimator setting."""
     for name, value in (("num_steps", num_steps), ("num_samples", num_samples), ("max_batch_size", max_batch_size)):
@@ -43,5 +43,15 @@ def check_settings(
             raise TypeError(f"{name} must be a number, got {type(value).__name__}")
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be finite and non-negative, got {value}")
+    if target_stderr is not None:
+        if isinstance(target_stderr, bool) or not isinstance(target_stderr, Real):
+            raise TypeError(f"target_stderr must be a number or None, got {type(target_stderr).__name__}")
+        if not math.isfinite(target_stderr) or target_stderr <= 0:
+            raise ValueError(f"target_stderr must be finite and positive, got {target_stderr}")
+    if max_samples is not None:
+        if isinstance(max_samples, bool) or not isinstance(max_samples, Integral):
+            raise TypeError(f"max_samples must be an int or None, got {type(max_samples).__name__}")
+        if max_samples < num_samples:
+            raise ValueError(f"max_samples ({max_samples}) must be at least num_samples ({num_samples})")
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")

@@ -126,3 +126,45 @@ def test_pairs_sharing_a_prompt_share_its_trajectory_and_predictions():
     # One trajectory per prompt, each evaluated under itself, its 3 partners and the empty prompt;
     # the first step (shared x_T) needs each of the 5 conditionings once.
     assert model.rows == samples * (5 + (steps - 1) * len(prompts) * 5)
+
+
+def test_adaptive_sampling_reaches_the_target_and_spends_samples_where_needed():
+    model = gaussian_model()
+    result = conjure_similarity(["tiger", "tiger", "cat"], ["zebra", "tiger", "leopard"], model, num_samples=4,
+                                guidance_scale=1.0, target_stderr=0.004, max_samples=256, seed=3)
+    counts = result.terms.num_samples
+    assert counts[1] == 4  # identical prompts: zero variance after the first round
+    assert torch.all(result.stderr[[0, 2]] <= 0.004)
+    assert counts[0] > 4 and counts[2] > 4
+    fixed = conjure_similarity(["tiger"], ["zebra"], model, num_samples=int(counts[0]), guidance_scale=1.0, seed=3)
+    torch.testing.assert_close(result.divergence[0], fixed.divergence[0], rtol=1e-12, atol=0)
+
+
+def test_adaptive_sampling_is_reproducible_and_order_independent():
+    model = gaussian_model()
+    settings = dict(num_samples=2, guidance_scale=2.0, target_stderr=0.05, max_samples=64, seed=8)
+    first = conjure_similarity(["tiger", "fox", "cat"], ["zebra", "cat", "leopard"], model, **settings)
+    second = conjure_similarity(["cat", "tiger", "fox"], ["leopard", "zebra", "cat"], model, **settings)
+    torch.testing.assert_close(second.divergence, first.divergence[[2, 0, 1]], rtol=1e-9, atol=0)
+    assert torch.equal(second.terms.num_samples, first.terms.num_samples[[2, 0, 1]])
+
+
+def test_adaptive_sampling_stops_at_max_samples():
+    model = gaussian_model()
+    result = conjure_similarity(["tiger"], ["zebra"], model, num_samples=2, target_stderr=1e-9, max_samples=10)
+    assert result.terms.num_samples.item() == 10
+
+
+def test_out_of_memory_halves_the_micro_batch_and_gives_the_same_result():
+    model = gaussian_model()
+    expected = conjure_similarity(["tiger", "fox"], ["zebra", "cat"], model, max_batch_size=64, seed=1).divergence
+
+    class SmallMemory(CountingDenoiser):
+        def predict_noise(self, x, t, c):
+            if x.shape[0] > 8:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated limit of 8 rows)")
+            return super().predict_noise(x, t, c)
+
+    with pytest.warns(RuntimeWarning, match="out of memory"):
+        got = conjure_similarity(["tiger", "fox"], ["zebra", "cat"], SmallMemory(model), max_batch_size=64, seed=1).divergence
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)

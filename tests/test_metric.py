@@ -159,6 +159,8 @@ BAD_SETTINGS = [
     ("weighting", ValueError, dict(weighting="uniform")),
     ("seed", TypeError, dict(seed="0")),
     ("max_batch_size", ValueError, dict(max_batch_size=0)),
+    ("target_stderr", ValueError, dict(target_stderr=0.0)),
+    ("max_samples", ValueError, dict(num_samples=4, target_stderr=0.1, max_samples=2)),
 ]
 
 
