@@ -1,6 +1,7 @@
 """Engine efficiency: batched ConjureSimilarity against the naive loop, on CPU.
 
-For 1, 16 and 64 pairs on the embedded conjure-zoo model and on a tiny random model it reports
+For 1, 16 and 64 pairs of distinct prompts (no trajectory can be shared), and for the 21 pairs of a
+7-prompt similarity matrix, on the embedded conjure-zoo model and on a tiny random model, it reports
 pairs/s, denoiser calls (and rows), the share of wall time spent inside the denoiser, and the peak
 working memory, for two ``max_batch_size`` settings; and the naive one-call-per-prompt loop
 (``naive_reference.py``) at 1 and 16 pairs, as a ratio. Each measurement runs in its own process
@@ -22,9 +23,10 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PROMPTS = ["a snow leopard", "a bengal tiger", "a zebra", "a red fox", "a dalmatian", "a panther on snow",
-           "a giraffe in the desert", "a polar bear", "a white horse with black stripes", "a crimson fox",
-           "a pale grey cat with dark spots", "a leopard at night"]
+COLOURS = ["red", "blue", "white", "black", "orange", "grey", "green", "yellow"]
+CREATURES = ["cat", "fox", "horse", "dog", "bear", "tiger", "zebra", "leopard"]
+PATTERNS = ["with stripes", "with spots", "with patches", "plain"]
+MATRIX_PROMPTS = ["a snow leopard", "a bengal tiger", "a zebra", "a red fox", "a dalmatian", "a panther", "a polar bear"]
 
 
 class TimedDenoiser:
@@ -60,10 +62,15 @@ def _load(model: str):
     return DiffusersDenoiser(**build_tiny_components(sample_size=32))
 
 
-def _pairs(n: int) -> tuple[list[str], list[str]]:
-    a = [PROMPTS[i % len(PROMPTS)] for i in range(n)]
-    b = [PROMPTS[(7 * i + 3) % len(PROMPTS)] for i in range(n)]
-    return a, b
+def _pairs(n: int, workload: str) -> tuple[list[str], list[str]]:
+    """``distinct``: 2n different prompts (no sharing possible); ``matrix``: all pairs of a few prompts."""
+    if workload == "matrix":
+        pairs = [(a, b) for i, a in enumerate(MATRIX_PROMPTS) for b in MATRIX_PROMPTS[i + 1:]][:n]
+        return [a for a, _ in pairs], [b for _, b in pairs]
+    prompts = [f"a {c} {k} {p}" for p in PATTERNS for c in COLOURS for k in CREATURES]
+    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(0)).tolist()
+    prompts = [prompts[i] for i in order]
+    return prompts[0:2 * n:2], prompts[1:2 * n:2]
 
 
 def measure(config: dict) -> dict:
@@ -78,7 +85,7 @@ def measure(config: dict) -> dict:
     torch.manual_seed(0)
     denoiser = TimedDenoiser(_load(config["model"]))
     settings = dict(num_steps=config["num_steps"], num_samples=config["num_samples"], guidance_scale=config["guidance"], seed=0)
-    a, b = _pairs(config["pairs"])
+    a, b = _pairs(config["pairs"], config["workload"])
     jeffreys_terms(a[:1], b[:1], denoiser, max_batch_size=8, **dict(settings, num_steps=1, num_samples=1))  # warm-up
     denoiser.calls = denoiser.rows = 0
     denoiser.seconds = 0.0
@@ -119,26 +126,30 @@ def main() -> None:
             models.insert(0, "conjure-zoo")
         except FileNotFoundError:
             print("no embedded conjure-zoo model in this install: measuring the tiny random model only")
-    pair_counts = [1, 4] if args.quick else [1, 16, 64]
+    workloads = [("distinct", 1), ("distinct", 4)] if args.quick else [("distinct", 1), ("distinct", 16), ("distinct", 64), ("matrix", 21)]
     base = dict(num_steps=args.steps, num_samples=args.samples, guidance=args.guidance)
     rows = []
     for model in models:
-        for pairs in pair_counts:
+        for workload, pairs in workloads:
+            group = []
             for max_batch_size in (32, 256):
-                rows.append(_run_isolated(dict(base, model=model, pairs=pairs, engine="batched", max_batch_size=max_batch_size)))
-            if pairs <= 16:
-                rows.append(_run_isolated(dict(base, model=model, pairs=pairs, engine="naive", max_batch_size=1)))
-            naive = next((r for r in rows if r["model"] == model and r["pairs"] == pairs and r["engine"] == "naive"), None)
-            for row in rows:
-                if row["model"] == model and row["pairs"] == pairs and naive is not None:
+                group.append(_run_isolated(dict(base, model=model, workload=workload, pairs=pairs, engine="batched",
+                                                max_batch_size=max_batch_size)))
+            if pairs <= 21:
+                group.append(_run_isolated(dict(base, model=model, workload=workload, pairs=pairs, engine="naive",
+                                                max_batch_size=1)))
+            naive = next((r for r in group if r["engine"] == "naive"), None)
+            for row in group:
+                if naive is not None:
                     row["speedup_vs_naive"] = row["pairs_per_s"] / naive["pairs_per_s"]
+            rows += group
 
-    header = f"{'model':>16} {'pairs':>5} {'engine':>7} {'max_bs':>6} {'pairs/s':>8} {'calls':>6} {'rows':>7} {'in model':>8} {'peak MB':>8} {'vs naive':>8}"
+    header = f"{'model':>16} {'workload':>8} {'pairs':>5} {'engine':>7} {'max_bs':>6} {'pairs/s':>8} {'calls':>6} {'rows':>7} {'in model':>8} {'peak MB':>8} {'vs naive':>8}"
     print(f"T={args.steps}, k={args.samples}, guidance {args.guidance}, torch threads {torch.get_num_threads()}")
     print(header)
     for r in rows:
         speedup = f"{r['speedup_vs_naive']:.2f}x" if "speedup_vs_naive" in r else "n/a"
-        print(f"{r['model']:>16} {r['pairs']:>5} {r['engine']:>7} {r['max_batch_size']:>6} {r['pairs_per_s']:>8.3f} "
+        print(f"{r['model']:>16} {r['workload']:>8} {r['pairs']:>5} {r['engine']:>7} {r['max_batch_size']:>6} {r['pairs_per_s']:>8.3f} "
               f"{r['denoiser_calls']:>6} {r['denoiser_rows']:>7} {r['denoiser_share']:>8.1%} {r['peak_working_mb']:>8.1f} {speedup:>8}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": f"{platform.machine()} {mp.cpu_count()} cores", "torch": torch.__version__,
