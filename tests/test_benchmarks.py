@@ -1,0 +1,36 @@
+"""The benchmark scripts run end to end at a tiny size on CPU and write their JSON."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+pytestmark = pytest.mark.slow
+
+
+def _run(script, *args):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_bench_gpu_runs_on_cpu_at_a_tiny_size(tmp_path):
+    out = tmp_path / "gpu.json"
+    _run("bench_gpu.py", "--tiny", "--device", "cpu", "--pairs", "2", "--steps", "2", "--samples", "1",
+         "--repeats", "1", "--max-batch-size", "8", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["gflops_per_unet_eval"] > 0 and result["engine_evals_per_s"] > 0
+    assert 0 < result["engine_share_of_ceiling"] and result["projected_stsb_test_minutes"] > 0
+
+
+def test_bench_engine_quick_run_compares_with_the_naive_loop(tmp_path):
+    out = tmp_path / "engine.json"
+    stdout = _run("bench_engine.py", "--quick", "--steps", "2", "--samples", "2", "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["engine"] for r in rows} == {"batched", "naive"}
+    assert all(r["speedup_vs_naive"] > 0 for r in rows) and "vs naive" in stdout
