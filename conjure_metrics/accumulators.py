@@ -1,0 +1,116 @@
+"""Accumulators shared by the pair-similarity metrics: float64 sums and per-pair lists that sync under DDP.
+
+Subclasses score a batch of pairs and call :meth:`PairSimilarityMetric._accumulate`; everything about
+state (distributed reduction, dtype protection, checkpoint persistence, devices) lives here once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+_SUM_STATES = ("similarity_sum", "divergence_sum", "num_pairs")
+_PAIR_STATES = ("pair_similarity", "pair_divergence", "pair_stderr")
+
+
+class PairSimilarityMetric(Metric):
+    """Base class: mean similarity over pairs, with per-pair similarity, divergence and standard error.
+
+    States are float64 sums (``dist_reduce_fx="sum"``) and per-pair ``cat`` lists, persistent (a
+    checkpoint resumes them exactly); no dtype cast touches them, and they follow the device. Models
+    a subclass keeps in ``self._models`` (a tuple, so their weights stay out of ``state_dict``) move
+    with the metric's device.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    plot_lower_bound = 0.0
+    plot_upper_bound = 1.0
+
+    similarity_sum: Tensor
+    divergence_sum: Tensor
+    num_pairs: Tensor
+    pair_similarity: list[Tensor]
+    pair_divergence: list[Tensor]
+    pair_stderr: list[Tensor]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._models: tuple = ()
+        for name in _SUM_STATES:
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum", persistent=True)
+        for name in _PAIR_STATES:
+            self.add_state(name, default=[], dist_reduce_fx="cat", persistent=True)
+
+    def _accumulate(self, similarity: Tensor, divergence: Tensor, stderr: Tensor) -> None:
+        """Add one batch of per-pair results (call only once everything that can fail has run)."""
+        self._unshare_accumulators()
+        values = [v.to(device=self.device, dtype=torch.float64).clone() for v in (similarity, divergence, stderr)]
+        self.similarity_sum += values[0].sum()
+        self.divergence_sum += values[1].sum()
+        self.num_pairs += len(values[0])
+        for name, value in zip(_PAIR_STATES, values):
+            getattr(self, name).append(value)
+
+    def _unshare_accumulators(self) -> None:
+        # Lightning's ddp_spawn pickles the module through shared memory: every rank would then add
+        # into the same sum tensors until the first reset(). Own private copies instead.
+        for name in _SUM_STATES:
+            value = getattr(self, name)
+            if value.is_shared():
+                setattr(self, name, value.clone())
+
+    def compute(self) -> Tensor:
+        """Mean similarity over every pair seen (on every rank); NaN before any update."""
+        return self.similarity_sum / self.num_pairs
+
+    def pair_results(self) -> dict[str, Tensor]:
+        """Per-pair ``similarity``, ``divergence`` and ``stderr``, in update order (rank-major under DDP).
+
+        Like ``compute()`` this synchronises across ranks: call it on every rank.
+        """
+        with self.sync_context(should_sync=self._to_sync, should_unsync=self._should_unsync):
+            return {key: _concat(getattr(self, name)) for key, name in zip(("similarity", "divergence", "stderr"), _PAIR_STATES)}
+
+    def plot(self, val: Optional[Tensor | Sequence[Tensor]] = None, ax: Optional[Any] = None) -> Any:
+        """Plot a single value or a sequence of values (e.g. one per epoch), as torchmetrics metrics do."""
+        return self._plot(val, ax)
+
+    def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()) -> torch.nn.Module:
+        # Let torchmetrics move everything else, then move the accumulators ourselves: device only,
+        # so Lightning's precision="bf16-true" (module.to(dtype)) cannot round the float64 sums.
+        states = tuple(self._defaults)
+        this = super()._apply(fn, exclude_state=tuple(exclude_state) + states)
+        device = this._device
+        for name in states:
+            this._defaults[name] = _to_device(this._defaults[name], device)
+            setattr(this, name, _to_device(getattr(this, name), device))
+        for model in getattr(this, "_models", ()):
+            if model is not None and model.device != device:
+                model.to(device)
+        return this
+
+    def _sync_dist(self, dist_sync_fn: Callable = None, process_group: Optional[Any] = None) -> None:
+        # A rank that saw no pair must still send float64 (torchmetrics would send an empty
+        # tensor of the metric's default dtype, which mismatches the other ranks' float64).
+        for name in _PAIR_STATES:
+            if not getattr(self, name):
+                setattr(self, name, [torch.zeros(0, dtype=torch.float64, device=self.device)])
+        kwargs = {} if dist_sync_fn is None else {"dist_sync_fn": dist_sync_fn}
+        super()._sync_dist(process_group=process_group, **kwargs)
+
+
+def _to_device(value: Tensor | list[Tensor], device: torch.device) -> Tensor | list[Tensor]:
+    if isinstance(value, Tensor):
+        return value.to(device)
+    return [v.to(device) for v in value]
+
+
+def _concat(value: Tensor | list[Tensor]) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    return torch.cat(value) if value else torch.zeros(0, dtype=torch.float64)
