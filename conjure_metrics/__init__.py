@@ -10,6 +10,7 @@ from conjure_metrics.denoisers.callable import CallableDenoiser
 from conjure_metrics.denoisers.loading import load_denoiser
 from conjure_metrics.denoisers.protocol import Denoiser
 from conjure_metrics.estimator import JeffreysTerms, StepState, jeffreys_terms
+from conjure_metrics.explain import Explanation, explain
 from conjure_metrics.functional import ConjureResult, conjure_similarity, divergence_to_similarity
 from conjure_metrics.metric import ConjureSimilarity
 
@@ -21,6 +22,7 @@ __all__ = [
     "ConjureSimilarity",
     "Denoiser",
     "DiffusersDenoiser",
+    "Explanation",
     "JeffreysTerms",
     "ReverseChain",
     "StepState",
@@ -29,6 +31,7 @@ __all__ = [
     "ddpm_chain",
     "divergence_to_similarity",
     "euler_ancestral_chain",
+    "explain",
     "jeffreys_terms",
     "load_denoiser",
 ]

@@ -78,7 +78,7 @@ class GaussianConditionals:
         unknown = [p for p in prompts if p not in self.means]
         if unknown:
             raise ValueError(f"GaussianConditionals has no distribution for prompts {unknown}")
-        rows = [torch.cat([self.means[p], torch.tensor([self.variances[p]], dtype=torch.float64)]) for p in prompts]
+        rows = [torch.cat([self.means[p].flatten(), torch.tensor([self.variances[p]], dtype=torch.float64)]) for p in prompts]
         return torch.stack(rows).to(self._device)
 
     def predict_noise(self, x: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:

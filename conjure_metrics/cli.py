@@ -1,7 +1,8 @@
-"""The ``conjure`` command line: similarity of prompt pairs, and checkpoint comparison.
+"""The ``conjure`` command line: similarity of prompt pairs, pictures of what differs, checkpoint comparison.
 
     conjure similarity "a snow leopard" "a bengal tiger" [--pairs pairs.tsv] [--json out.json]
     conjure compare BASE_DIR FINETUNED_DIR --prompts prompts.txt [--json out.json]
+    conjure explain "a snow leopard" "a bengal tiger" --out explain.png
 
 User errors print one line and exit with status 2; progress bars show on a terminal unless ``--quiet``.
 """
@@ -118,6 +119,22 @@ def _compare(args: argparse.Namespace) -> None:
                                  "prompts": rows})
 
 
+def _explain(args: argparse.Namespace) -> None:
+    from conjure_metrics.explain import explain
+
+    settings = {k: v for k, v in _settings(args).items() if k != "weighting"}
+    result = explain(args.prompt_a, args.prompt_b, args.model, sample_index=args.sample_index, **settings)
+    figure = result.figure(weighting=args.weighting, highlight=args.highlight, path=args.out)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    print(f"{args.prompt_a!r} vs {args.prompt_b!r}: {args.weighting} divergence {result.divergence[args.weighting]:.4g}")
+    print(f"wrote {args.out}")
+    _write_json(args.json_path, {"settings": _settings_record(args), "prompt_a": args.prompt_a, "prompt_b": args.prompt_b,
+                                 "divergence": result.divergence, "timesteps": result.timesteps.tolist(),
+                                 "contributions": {w: c.tolist() for w, c in result.contributions.items()}})
+
+
 def _settings_record(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in _settings(args).items() if k != "progress_bar"}
 
@@ -132,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     similarity.add_argument("--model", default=None, help="diffusers folder or hub id (default: embedded conjure-zoo)")
     _add_estimator_options(similarity)
     similarity.set_defaults(run=_similarity)
+
+    explain = commands.add_parser("explain", help="picture what differs between two prompts, step by step")
+    explain.add_argument("prompt_a")
+    explain.add_argument("prompt_b")
+    explain.add_argument("--out", default="conjure_explain.png", help="PNG file to write (default conjure_explain.png)")
+    explain.add_argument("--model", default=None, help="diffusers folder or hub id (default: embedded conjure-zoo)")
+    explain.add_argument("--sample-index", type=int, default=0, help="which Monte-Carlo sample to picture")
+    explain.add_argument("--highlight", type=int, default=2, help="frame the N largest per-step contributions")
+    _add_estimator_options(explain)
+    explain.set_defaults(run=_explain)
 
     compare = commands.add_parser("compare", help="how far one checkpoint moved from another, per prompt")
     compare.add_argument("base", help="reference model: diffusers folder or hub id")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from conjure_metrics.accumulators import PairSimilarityMetric
 from conjure_metrics.denoisers.loading import ModelLike, load_denoiser
 from conjure_metrics.estimator import Weighting
 from conjure_metrics.functional import score_pairs
 from conjure_metrics.validation import check_prompts, check_settings
+
+if TYPE_CHECKING:
+    from conjure_metrics.explain import Explanation
 
 
 class ConjureSimilarity(PairSimilarityMetric):
@@ -91,6 +94,19 @@ class ConjureSimilarity(PairSimilarityMetric):
     def denoiser(self):
         """The model scoring ``prompts_a`` (and ``prompts_b`` unless ``model_b`` was given)."""
         return self._models[0]
+
+    def explain(self, prompt_a: str, prompt_b: str, sample_index: int = 0) -> "Explanation":
+        """Per-step contributions and predicted clean images for one pair, with this metric's model and settings.
+
+        Does not touch the accumulated state. See :func:`conjure_metrics.explain`.
+        """
+        from conjure_metrics.explain import explain_with
+
+        check_prompts([prompt_a], [prompt_b])
+        settings = {k: v for k, v in self.settings.items() if k not in ("weighting", "target_stderr", "max_samples")}
+        if not 0 <= sample_index < settings["num_samples"]:
+            raise ValueError(f"sample_index must be in [0, num_samples), got {sample_index}")
+        return explain_with(prompt_a, prompt_b, *self._models, sample_index=sample_index, **settings)
 
     def update(self, prompts_a: Sequence[str], prompts_b: Sequence[str]) -> None:
         """Score a batch of pairs ``(prompts_a[i], prompts_b[i])`` and accumulate the results."""

@@ -1,0 +1,81 @@
+"""explain: per-step contributions consistent with the metric, pictures under both prompts, figure and CLI."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from conjure_metrics import ConjureSimilarity, DiffusersDenoiser, conjure_similarity, explain  # noqa: E402
+from conjure_metrics.cli import main  # noqa: E402
+from conjure_metrics.tiny import build_tiny_components  # noqa: E402
+
+SETTINGS = dict(num_steps=4, num_samples=3, guidance_scale=3.0, seed=2)
+
+
+@pytest.fixture(scope="module")
+def latent_model():
+    return DiffusersDenoiser(**build_tiny_components(latent=True))
+
+
+@pytest.mark.parametrize("weighting", ["simple", "girsanov"])
+def test_contributions_sum_to_the_divergence_the_metric_reports(latent_model, weighting):
+    result = explain("a red fox", "a blue fox", latent_model, **SETTINGS)
+    metric = ConjureSimilarity(latent_model, weighting=weighting, **SETTINGS)
+    metric.update(["a red fox"], ["a blue fox"])
+    reported = metric.pair_results()["divergence"][0]
+    torch.testing.assert_close(result.contributions[weighting].sum(), reported, rtol=1e-9, atol=0)
+    assert result.divergence[weighting] == pytest.approx(float(reported), rel=1e-9)
+
+
+def test_pictures_are_decoded_through_the_vae_for_both_trajectories_and_prompts(latent_model):
+    result = explain("a red fox", "a blue fox", latent_model, **SETTINGS)
+    # 8x8 latents decode to 16x16 RGB pixels
+    assert result.denoised.shape == (2, 2, 4, 3, 16, 16)
+    assert 0 <= result.denoised.min() and result.denoised.max() <= 1
+    assert result.difference.shape == (2, 4, 16, 16)
+    assert result.difference.sum() > 0
+    assert not torch.equal(result.denoised[0, 0], result.denoised[0, 1])
+
+
+def test_identical_prompts_have_no_contribution_and_no_difference(latent_model):
+    result = explain("a zebra", "a zebra", latent_model, **SETTINGS)
+    assert torch.all(result.contributions["simple"] == 0) and torch.all(result.difference == 0)
+
+
+def test_metric_explain_uses_its_settings_and_leaves_state_untouched(latent_model):
+    metric = ConjureSimilarity(latent_model, **SETTINGS)
+    metric.update(["a cat"], ["a dog"])
+    before = metric.num_pairs.clone()
+    result = metric.explain("a red fox", "a blue fox")
+    expected = conjure_similarity(["a red fox"], ["a blue fox"], latent_model, **SETTINGS).divergence[0]
+    assert result.divergence["simple"] == pytest.approx(float(expected), rel=1e-9)
+    assert torch.equal(metric.num_pairs, before)
+
+
+def test_figure_is_written_and_is_not_a_constant_image(latent_model, tmp_path):
+    result = explain("a red fox", "a blue fox", latent_model, **SETTINGS)
+    path = tmp_path / "explain.png"
+    result.figure(path=path)
+    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+    assert pixels.shape[0] > 200 and pixels.shape[1] > 200
+    assert pixels.std() > 10
+    assert result._repr_png_().startswith(b"\x89PNG")
+
+
+def test_bad_sample_index_is_a_value_error(latent_model):
+    with pytest.raises(ValueError, match="sample_index"):
+        explain("a", "b", latent_model, sample_index=3, **SETTINGS)
+
+
+def test_cli_explain_writes_a_png(tmp_path, capsys):
+    from conjure_metrics.tiny import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "model")
+    out = tmp_path / "fig.png"
+    assert main(["explain", "a red fox", "a blue fox", "--model", str(model), "--out", str(out), "--steps", "3",
+                 "--samples", "2", "--quiet", "--json", str(tmp_path / "e.json")]) == 0
+    assert out.stat().st_size > 1000 and "divergence" in capsys.readouterr().out
