@@ -31,7 +31,7 @@ class GaussianConditionals:
         sampler: ``"ddpm"`` or ``"ddim"`` (with ``eta``).
         steps_offset: added to the leading-spaced timesteps (diffusers' ``steps_offset``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from conjure_metrics.chains import linear_betas
         >>> model = GaussianConditionals(

@@ -95,7 +95,7 @@ def ddpm_chain(
     ``beta * (1 - abar_s) / (1 - abar_t)`` (``fixed_small``) or ``beta`` (``fixed_large``), as diffusers'
     ``DDPMScheduler`` does without sample clipping. The last step to the data is deterministic.
 
-    Example:
+    Examples:
         >>> betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
         >>> chain = ddpm_chain(torch.cumprod(1 - betas, 0), timesteps=[900, 600, 300, 0])
         >>> chain.num_steps, bool(chain.stochastic[-1])

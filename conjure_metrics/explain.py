@@ -109,7 +109,7 @@ def explain(
     same seed and settings. Pictures come from Monte-Carlo sample ``sample_index`` and are decoded
     through the model's VAE when it works in latent space.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from conjure_metrics.analytic import GaussianConditionals
         >>> from conjure_metrics.chains import linear_betas

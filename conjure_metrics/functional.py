@@ -62,7 +62,8 @@ def conjure_similarity(
     to a similarity ``1 / (1 + J)``.
 
     Args:
-        prompts_a, prompts_b: the pairs, as two lists of equal length.
+        prompts_a: the first prompt of each pair.
+        prompts_b: the second prompt of each pair (same length as ``prompts_a``).
         model: a :class:`Denoiser`, a diffusers folder or hub id, a pipeline, a callable returning
             one, or ``None`` for the embedded conjure-zoo model.
         model_b: the model for ``prompts_b`` (defaults to ``model``). With ``prompts_b = prompts_a``
@@ -81,7 +82,7 @@ def conjure_similarity(
         **load_kwargs: passed to ``DiffusersDenoiser.from_pretrained`` when a model is a path or id
             (e.g. ``torch_dtype``, ``device``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from conjure_metrics.analytic import GaussianConditionals
         >>> from conjure_metrics.chains import linear_betas

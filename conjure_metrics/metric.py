@@ -32,14 +32,21 @@ class ConjureSimilarity(PairSimilarityMetric):
         model: a :class:`~conjure_metrics.Denoiser`, a diffusers folder or hub id, a pipeline, a
             callable returning one, or ``None`` for the embedded conjure-zoo model. Models loaded
             here from a path are frozen; objects you pass keep their ``requires_grad`` flags.
-        num_steps, num_samples, guidance_scale, weighting, seed, max_batch_size, min_timestep, target_stderr,
-            max_samples: estimator settings, as in :func:`~conjure_metrics.conjure_similarity`.
+        num_steps: reverse steps per trajectory.
+        num_samples: Monte-Carlo samples per pair.
+        guidance_scale: classifier-free guidance scale (``1`` disables guidance).
+        weighting: ``"simple"`` or ``"girsanov"``.
+        seed: noise seed (a pair's score depends on it only).
+        max_batch_size: most rows per model call.
+        min_timestep: steps below this timestep are left out of the divergence.
+        target_stderr: adaptive sampling target (see :func:`~conjure_metrics.conjure_similarity`).
+        max_samples: most samples per pair with ``target_stderr``.
         model_b: model for the second prompt of each pair (defaults to ``model``): compare checkpoints.
         progress_bar: show a tqdm bar per batch.
         load_kwargs: passed to ``DiffusersDenoiser.from_pretrained`` (e.g. ``{"torch_dtype": torch.float16}``).
         kwargs: torchmetrics ``Metric`` arguments (``sync_on_compute``, ``process_group``, ...).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from conjure_metrics import ConjureSimilarity
         >>> from conjure_metrics.analytic import GaussianConditionals

@@ -24,7 +24,7 @@ class CallableDenoiser:
         reverse_chain: ``num_steps -> ReverseChain`` (e.g. ``lambda n: ddpm_chain(abar, leading_timesteps(n))``).
         device: where inputs are sent.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from conjure_metrics.chains import ddpm_chain, leading_timesteps, linear_betas
         >>> abar = torch.cumprod(1 - linear_betas(), 0)
