@@ -1,0 +1,178 @@
+"""TrajectorySimilarity as a torchmetrics Metric: accumulation, state, dtype/device, errors, persistence."""
+
+import pickle
+
+import pytest
+import torch
+
+from conjure_metrics.trajectory import TrajectorySimilarity, trajectory_similarity
+from trajectory_helpers import A, B, SETTINGS, tiny_lm, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_lm(), tiny_tokenizer()
+
+
+def _metric(lm, **overrides):
+    return TrajectorySimilarity(lm[0], lm[1], **{**SETTINGS, **overrides})
+
+
+def _state(metric):
+    return {name: [t.clone() for t in v] if isinstance(v, list) else v.clone() for name, v in metric.metric_state.items()}
+
+
+def _assert_same_state(before, after):
+    assert before.keys() == after.keys()
+    for name in before:
+        if isinstance(before[name], list):
+            assert len(before[name]) == len(after[name]) and all(torch.equal(x, y) for x, y in zip(before[name], after[name]))
+        else:
+            assert torch.equal(before[name], after[name])
+
+
+def test_metric_matches_functional_and_accumulates_over_batches(lm):
+    metric = _metric(lm)
+    metric.update(A[:3], B[:3])
+    metric.update(A[3:], B[3:])
+    expected = trajectory_similarity(A, B, lm[0], tokenizer=lm[1], **SETTINGS)
+    pairs = metric.pair_results()
+    torch.testing.assert_close(pairs["divergence"], expected.divergence, rtol=1e-9, atol=0)
+    torch.testing.assert_close(pairs["stderr"], expected.stderr, rtol=1e-9, atol=0)
+    torch.testing.assert_close(metric.compute(), expected.similarity.mean(), rtol=1e-9, atol=0)
+    assert metric.compute().dtype == torch.float64
+
+
+def test_symmetric_kl_distance_is_passed_through(lm):
+    metric = _metric(lm, distance="symmetric_kl")
+    metric.update(A, B)
+    expected = trajectory_similarity(A, B, lm[0], tokenizer=lm[1], distance="symmetric_kl", **SETTINGS)
+    torch.testing.assert_close(metric.pair_results()["divergence"], expected.divergence, rtol=1e-9, atol=0)
+
+
+def test_state_dict_holds_no_model_weights(lm):
+    metric = _metric(lm)
+    metric.update(A[:1], B[:1])
+    tensors = [t for v in metric.state_dict().values() for t in (v if isinstance(v, list) else [v])]
+    assert sum(t.numel() for t in tensors) < 100
+    assert not any("weight" in k or "bias" in k for k in metric.state_dict())
+    assert list(metric.children()) == [] and list(metric.parameters()) == []
+
+
+def test_state_dict_round_trip_restores_the_accumulated_state(lm):
+    metric = _metric(lm)
+    metric.update(A[:2], B[:2])
+    restored = _metric(lm)
+    restored.load_state_dict(metric.state_dict())
+    _assert_same_state(_state(metric), _state(restored))
+    restored.update(A[2:], B[2:])
+    metric.update(A[2:], B[2:])
+    torch.testing.assert_close(restored.compute(), metric.compute(), rtol=0, atol=0)
+
+
+def test_pickled_metric_keeps_its_state_and_keeps_working(lm):
+    metric = _metric(lm)
+    metric.update(A[:2], B[:2])
+    clone = pickle.loads(pickle.dumps(metric))
+    torch.testing.assert_close(clone.compute(), metric.compute())
+    clone.update(A[2:], B[2:])
+    metric.update(A[2:], B[2:])
+    torch.testing.assert_close(clone.compute(), metric.compute(), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("cast", [lambda m: m.half(), lambda m: m.to(torch.bfloat16), lambda m: m.set_dtype(torch.float16)],
+                         ids=["half", "to-bf16", "set_dtype"])
+def test_dtype_casts_leave_float64_accumulators_and_the_model_untouched(lm, cast):
+    metric = _metric(lm)
+    metric.update(A, B)
+    before = _state(metric)
+    cast(metric)
+    _assert_same_state(before, _state(metric))
+    assert metric.language_model.dtype == torch.float64
+
+
+def test_to_moves_states_and_model_to_the_device():
+    metric = TrajectorySimilarity(tiny_lm(), tiny_tokenizer(), **SETTINGS).to("meta")
+    assert metric.language_model.device.type == "meta"
+    assert metric.num_pairs.device.type == "meta" and metric.num_pairs.dtype == torch.float64
+
+
+def test_reset_clears_the_accumulators(lm):
+    metric = _metric(lm)
+    metric.update(A, B)
+    metric.reset()
+    assert metric.num_pairs == 0 and metric.pair_divergence == []
+
+
+BAD_UPDATES = [
+    ("prompts_a", TypeError, lambda m: m.update("a red fox", ["a zebra"])),
+    ("prompts_b", TypeError, lambda m: m.update(["a red fox"], [3])),
+    ("prompts_a and prompts_b", ValueError, lambda m: m.update(["a red fox"], ["a zebra", "a fox"])),
+    ("empty", ValueError, lambda m: m.update([], [])),
+    ("max_new_tokens", ValueError, lambda m: m.update([" ".join(["red"] * 30)], ["a fox"])),
+]
+
+
+@pytest.mark.parametrize("name,error,call", BAD_UPDATES, ids=[b[0] for b in BAD_UPDATES])
+def test_bad_prompts_raise_naming_the_argument_and_leave_state_unchanged(lm, name, error, call):
+    metric = _metric(lm)
+    metric.update(A[:2], B[:2])
+    before = _state(metric)
+    with pytest.raises(error, match=name):
+        call(metric)
+    _assert_same_state(before, _state(metric))
+
+
+BAD_SETTINGS = [
+    ("num_continuations", ValueError, dict(num_continuations=0)),
+    ("num_continuations", TypeError, dict(num_continuations=2.5)),
+    ("max_new_tokens", ValueError, dict(max_new_tokens=0)),
+    ("max_new_tokens", TypeError, dict(max_new_tokens=True)),
+    ("distance", ValueError, dict(distance="cosine")),
+    ("seed", TypeError, dict(seed="0")),
+    ("max_batch_size", ValueError, dict(max_batch_size=0)),
+]
+
+
+@pytest.mark.parametrize("name,error,kwargs", BAD_SETTINGS, ids=[f"{b[0]}-{b[1].__name__}" for b in BAD_SETTINGS])
+def test_bad_settings_raise_naming_the_argument(lm, name, error, kwargs):
+    with pytest.raises(error, match=name):
+        TrajectorySimilarity(lm[0], lm[1], **kwargs)
+    with pytest.raises(error, match=name):
+        trajectory_similarity(["a red fox"], ["a zebra"], lm[0], tokenizer=lm[1], **kwargs)
+
+
+def test_what_is_not_a_model_or_tokenizer_is_a_type_error_naming_it(lm):
+    with pytest.raises(TypeError, match="model"):
+        TrajectorySimilarity(model=42, tokenizer=lm[1])
+    with pytest.raises(TypeError, match="tokenizer"):
+        TrajectorySimilarity(lm[0], tokenizer=42)
+
+
+def test_a_model_object_without_tokenizer_asks_for_one():
+    with pytest.raises(ValueError, match="tokenizer"):
+        TrajectorySimilarity(tiny_lm())
+
+
+def test_a_callable_may_return_model_and_tokenizer(lm):
+    metric = TrajectorySimilarity(lambda: lm, **SETTINGS)
+    metric.update(A[:1], B[:1])
+    expected = trajectory_similarity(A[:1], B[:1], lm[0], tokenizer=lm[1], **SETTINGS)
+    torch.testing.assert_close(metric.compute(), expected.similarity.mean(), rtol=1e-12, atol=0)
+
+
+def test_non_finite_model_output_raises_and_leaves_state_unchanged(lm):
+    metric = TrajectorySimilarity(tiny_lm(), lm[1], **SETTINGS)
+    metric.update(A[:1], B[:1])
+    before = _state(metric)
+    with torch.no_grad():
+        metric.language_model.lm_head.weight[5] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        metric.update(A[:1], B[:1])
+    _assert_same_state(before, _state(metric))
+
+
+def test_compute_before_update_is_nan_with_a_warning(lm):
+    metric = _metric(lm)
+    with pytest.warns(UserWarning):
+        assert torch.isnan(metric.compute())
