@@ -6,5 +6,16 @@ resumably and across ``torchrun`` ranks (:mod:`.run`), and prints the paper's ta
 """
 
 from conjure_metrics.sts.formats import FORMATS, SimilarityDataset, detect_format, load_datasets
+from conjure_metrics.sts.run import BenchmarkReport, ColumnScore, run_benchmark
+from conjure_metrics.sts.stats import Correlation
 
-__all__ = ["FORMATS", "SimilarityDataset", "detect_format", "load_datasets"]
+__all__ = [
+    "FORMATS",
+    "BenchmarkReport",
+    "ColumnScore",
+    "Correlation",
+    "SimilarityDataset",
+    "detect_format",
+    "load_datasets",
+    "run_benchmark",
+]
