@@ -1,6 +1,7 @@
 """An offline word-level tokenizer for the zoo world's captions, in the GPT-2 layout.
 
-One token per word of the caption grammar (plus the comma of held-out phrasings), lower-cased,
+One token per word of the caption grammar (plus the comma of held-out phrasings and the ``;`` that
+joins the captions of one scene, see :mod:`.corpus`), lower-cased,
 with ``<s>`` / ``</s>`` / ``<pad>`` / ``<unk>``. Like GPT-2's, it adds no special tokens itself:
 the trajectory code prepends ``bos_token`` to prompts and training appends ``eos_token``.
 
@@ -21,12 +22,12 @@ from transformers import PreTrainedTokenizerFast
 from conjure_metrics.zoo.tokenizer import world_words
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
-MODEL_MAX_LENGTH = 64  # captions are at most ~16 tokens; room for prompt + continuation
+MODEL_MAX_LENGTH = 128  # documents are at most ~50 tokens; room for prompt + continuation
 
 
 def lm_vocabulary() -> dict[str, int]:
-    """Special tokens, the comma, then every word of the caption grammar (sorted)."""
-    tokens = [BOS, EOS, PAD, UNK, ","] + world_words()
+    """Special tokens, the two punctuation marks, then every word of the caption grammar (sorted)."""
+    tokens = [BOS, EOS, PAD, UNK, ",", ";"] + world_words()
     return {token: i for i, token in enumerate(tokens)}
 
 

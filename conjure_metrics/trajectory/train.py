@@ -1,9 +1,9 @@
 """Train the zoo LM: ``python -m conjure_metrics.trajectory.train --out runs/zoo-lm``.
 
-A small GPT-2 learns ``<s> caption </s>`` over captions of the zoo world's training phrasings
-(:func:`conjure_metrics.zoo.captions.sample_caption`), drawn on the fly. Step ``s`` sees the same
-captions whatever happened before it and the model has no dropout, so a resumed run continues
-exactly where the checkpoint left off. Checkpoints go to ``OUT/checkpoint.pt`` every
+A small GPT-2 learns ``<s> document </s>``, where a document is one to three captions of one zoo
+scene in the training phrasings (:func:`conjure_metrics.trajectory.corpus.scene_document`), drawn
+on the fly. Step ``s`` sees the same documents whatever happened before it and the model has no
+dropout, so a resumed run continues exactly where the checkpoint left off. Checkpoints go to ``OUT/checkpoint.pt`` every
 ``--checkpoint-minutes`` and at the end, the loss log to ``OUT/log.json``, and the final model and
 tokenizer (``save_pretrained`` layout) to ``OUT/zoo-lm/``; the shipped copy lives at
 :func:`conjure_metrics.trajectory.default_lm_path`.
@@ -25,20 +25,20 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from conjure_metrics.zoo.captions import sample_caption
 from conjure_metrics.zoo.data import step_seed
 
+from .corpus import scene_document
 from .model import PRESETS, build_lm
 from .tokenizer import build_lm_tokenizer
 
-EVAL_SEED = 12345  # fixed evaluation captions, disjoint in seed from any training step
-EVAL_CAPTIONS = 512
+EVAL_SEED = 12345  # fixed evaluation documents, disjoint in seed from any training step
+EVAL_DOCUMENTS = 256
 
 
-def caption_texts(batch_size: int, seed: int, step: int, split: str = "train") -> list[str]:
-    """The captions of training step ``step`` (or of an evaluation set, with ``split="held_out"``)."""
+def documents(batch_size: int, seed: int, step: int, split: str = "train") -> list[str]:
+    """The documents of training step ``step`` (or of an evaluation set, with ``split="held_out"``)."""
     rng = random.Random(step_seed(seed, step))
-    return [sample_caption(rng, split).text for _ in range(batch_size)]
+    return [scene_document(rng, split) for _ in range(batch_size)]
 
 
 def encode(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,8 +80,8 @@ def learning_rate(args: argparse.Namespace, step: int) -> float:
 
 @torch.no_grad()
 def evaluation_loss(model, tokenizer, split: str) -> float:
-    """Mean next-token loss on fixed captions of ``split`` (``"train"`` or ``"held_out"`` phrasings)."""
-    ids, labels = encode(tokenizer, caption_texts(EVAL_CAPTIONS, EVAL_SEED, 0, split))
+    """Mean next-token loss on fixed documents of ``split`` (``"train"`` or ``"held_out"`` phrasings)."""
+    ids, labels = encode(tokenizer, documents(EVAL_DOCUMENTS, EVAL_SEED, 0, split))
     return float(model(input_ids=ids, labels=labels).loss)
 
 
@@ -130,7 +130,7 @@ def train(args: argparse.Namespace) -> dict:
     running, count, done = 0.0, 0, start
     bar = tqdm(total=args.steps, initial=start, desc="zoo-lm", dynamic_ncols=True)
     for step in range(start, args.steps):
-        ids, labels = encode(tokenizer, caption_texts(args.batch_size, args.seed, step))
+        ids, labels = encode(tokenizer, documents(args.batch_size, args.seed, step))
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(args, step)
         loss = model(input_ids=ids, labels=labels).loss
@@ -138,7 +138,7 @@ def train(args: argparse.Namespace) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        running += float(loss)
+        running += float(loss.detach())
         count += 1
         done = step + 1
         log["train_seconds"] = time.time() - began
