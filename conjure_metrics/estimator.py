@@ -231,6 +231,7 @@ def jeffreys_terms(
     progress_bar: bool | None = False,
     callback: Callable[[StepState], None] | None = None,
     first_sample: int = 0,
+    antithetic: bool = False,
 ) -> JeffreysTerms:
     """Monte-Carlo terms of the Jeffreys divergence for each pair ``(model_a, a[p])`` vs ``(model_b, b[p])``.
 
@@ -239,7 +240,8 @@ def jeffreys_terms(
     Model evaluations of one step for the whole batch go through each model in calls of at most
     ``max_batch_size`` rows. ``progress_bar=None`` shows a bar only on a terminal. ``first_sample``
     selects which Monte-Carlo samples to draw (``first_sample, ..., first_sample + num_samples - 1``),
-    so more samples can be added to an estimate later.
+    so more samples can be added to an estimate later. ``antithetic`` pairs each sample with one
+    drawn from the negated noise (a variance-reduction option; see ``benchmarks/variance_reduction.py``).
     """
     models: list[Denoiser] = [model_a] if model_b is None or model_b is model_a else [model_a, model_b]
     side_models = (0, len(models) - 1)
@@ -258,7 +260,7 @@ def jeffreys_terms(
     batch_limits = [max_batch_size] * len(models)  # lowered for good after a CUDA out-of-memory
     with torch.inference_mode(), _eval_modes(models):
         conditioning = table.encode()
-        initial, step_noise = trajectory_noise(seed, num_samples, chain.num_steps, shape, dtype, first_sample)
+        initial, step_noise = trajectory_noise(seed, num_samples, chain.num_steps, shape, dtype, first_sample, antithetic)
         x = (initial * chain.init_std).to(device).expand(plan.num_trajectories, *initial.shape).clone()
 
         included = chain.timesteps.double() >= min_timestep

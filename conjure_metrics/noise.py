@@ -21,16 +21,18 @@ def sample_seed(seed: int, sample_index: int) -> int:
 
 def trajectory_noise(
     seed: int, num_samples: int, num_steps: int, sample_shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
-    first_sample: int = 0,
+    first_sample: int = 0, antithetic: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Initial states ``(num_samples, *shape)`` and step noise ``(num_steps, num_samples, *shape)``, on CPU,
     for samples ``first_sample, first_sample + 1, ...``.
 
-    Drawn on the CPU so that the same seed gives the same numbers on every device.
+    Drawn on the CPU so that the same seed gives the same numbers on every device. With
+    ``antithetic``, odd sample ``2i + 1`` uses the negated noise of sample ``2i``.
     """
     initial, steps = [], []
     for j in range(first_sample, first_sample + num_samples):
-        generator = torch.Generator().manual_seed(sample_seed(seed, j))
-        initial.append(torch.randn(sample_shape, generator=generator, dtype=dtype))
-        steps.append(torch.randn((num_steps, *sample_shape), generator=generator, dtype=dtype))
+        base, sign = (j // 2, -1.0 if j % 2 else 1.0) if antithetic else (j, 1.0)
+        generator = torch.Generator().manual_seed(sample_seed(seed, base))
+        initial.append(sign * torch.randn(sample_shape, generator=generator, dtype=dtype))
+        steps.append(sign * torch.randn((num_steps, *sample_shape), generator=generator, dtype=dtype))
     return torch.stack(initial), torch.stack(steps, dim=1)
