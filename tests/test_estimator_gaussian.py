@@ -168,3 +168,12 @@ def test_out_of_memory_halves_the_micro_batch_and_gives_the_same_result():
     with pytest.warns(RuntimeWarning, match="out of memory"):
         got = conjure_similarity(["tiger", "fox"], ["zebra", "cat"], SmallMemory(model), max_batch_size=64, seed=1).divergence
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+
+
+def test_antithetic_noise_negates_each_even_sample_for_the_next():
+    from conjure_metrics.noise import trajectory_noise
+
+    initial, steps = trajectory_noise(3, 4, 5, (2, 3), antithetic=True)
+    plain_initial, plain_steps = trajectory_noise(3, 2, 5, (2, 3))
+    assert torch.equal(initial[0], plain_initial[0]) and torch.equal(initial[1], -plain_initial[0])
+    assert torch.equal(steps[:, 3], -steps[:, 2]) and torch.equal(steps[:, 2], plain_steps[:, 1])
