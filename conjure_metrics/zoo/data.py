@@ -10,13 +10,33 @@ import random
 
 import torch
 
-from .captions import sample_caption
+from .captions import Spec, parse, sample_caption
 from .world import ATTRIBUTES, COLOURS, render
 
 
 def step_seed(seed: int, step: int) -> int:
     """The seed of every random choice made for training step ``step``."""
     return (seed * 1_000_003 + step) % (2**63)
+
+
+def specified_attributes(specs: list[Spec]) -> torch.Tensor:
+    """``(N, 6)`` attribute indices of each spec, -1 where it leaves the attribute to chance."""
+    rows = [[values.index(getattr(spec, name)) if getattr(spec, name) else -1 for name, values in ATTRIBUTES.items()]
+            for spec in specs]
+    return torch.tensor(rows, dtype=torch.long).view(len(specs), len(ATTRIBUTES))
+
+
+def render_captions(captions: list[str], generator: torch.Generator | None = None) -> torch.Tensor:
+    """Images the world draws for captions of its grammar (unspecified attributes at random).
+
+    Example:
+        >>> import torch
+        >>> render_captions(["a zebra", "a red cat"], torch.Generator().manual_seed(0)).shape
+        torch.Size([2, 3, 32, 32])
+    """
+    generator = generator or torch.Generator().manual_seed(0)
+    specified = specified_attributes([parse(c) for c in captions]).to(generator.device)
+    return render(fill_attributes(specified, generator), generator)
 
 
 def caption_batch(batch_size: int, seed: int, step: int, drop_rate: float = 0.1) -> tuple[list[str], torch.Tensor]:
@@ -26,14 +46,11 @@ def caption_batch(batch_size: int, seed: int, step: int, drop_rate: float = 0.1)
     trains the unconditional branch that classifier-free guidance needs.
     """
     rng = random.Random(step_seed(seed, step))
-    texts, specified = [], torch.full((batch_size, len(ATTRIBUTES)), -1, dtype=torch.long)
-    for i in range(batch_size):
-        caption = sample_caption(rng, "train")
-        texts.append("" if rng.random() < drop_rate else caption.text)
-        for j, (name, values) in enumerate(ATTRIBUTES.items()):
-            value = getattr(caption.spec, name)
-            if value is not None:
-                specified[i, j] = values.index(value)
+    captions, texts = [], []
+    for _ in range(batch_size):  # one caption, then its dropout draw: the stream the shipped model saw
+        captions.append(sample_caption(rng, "train"))
+        texts.append("" if rng.random() < drop_rate else captions[-1].text)
+    specified = specified_attributes([c.spec for c in captions])
     return texts, specified
 
 

@@ -7,7 +7,8 @@ Example:
     >>> images.shape
     torch.Size([2, 3, 32, 32])
 
-``python -m conjure_metrics.zoo.sample --out docs/images/zoo_samples.png`` writes the card's grid.
+``python -m conjure_metrics.zoo.sample --out docs/images/zoo_samples.png`` writes the card's grid
+(``--world --out docs/images/zoo_world.png``: the world's own renderings of the same captions).
 """
 
 from __future__ import annotations
@@ -110,19 +111,33 @@ GRID_ROWS = {
 
 
 def save_grid(path: str | os.PathLike, parts: ZooComponents | None = None, rows: dict[str, list[str]] = GRID_ROWS,
-              per_caption: int = 2, seed: int = 0, **sample_kwargs: Any) -> Path:
-    """A PNG grid: one row per caption family, ``per_caption`` samples of each caption."""
+              per_caption: int = 2, seed: int = 0, world: bool = False, **sample_kwargs: Any) -> Path:
+    """A PNG grid: one row per caption family, ``per_caption`` images of each caption.
+
+    Images are the model's samples, or with ``world=True`` the world's own renderings (the
+    training distribution) of the same captions.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    parts = parts or load_components()
+    if world:
+        from .data import render_captions
+
+        def draw(captions, row_seed):
+            return render_captions(captions, torch.Generator().manual_seed(row_seed))
+    else:
+        parts = parts or load_components()
+
+        def draw(captions, row_seed):
+            return sample(captions, parts, seed=row_seed, **sample_kwargs)
+
     ncols = per_caption * max(len(c) for c in rows.values())
     fig, axes = plt.subplots(len(rows), ncols, figsize=(1.25 * ncols, 1.45 * len(rows)), squeeze=False)
     for r, (family, captions) in enumerate(rows.items()):
         repeated = [c for c in captions for _ in range(per_caption)]
-        images = sample(repeated, parts, seed=seed + r, **sample_kwargs)
+        images = draw(repeated, seed + r)
         for c, ax in enumerate(axes[r]):
             ax.axis("off")
             if c < len(repeated):
@@ -147,7 +162,11 @@ def main(argv=None) -> None:
     p.add_argument("--guidance", type=float, default=2.5)
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--world", action="store_true", help="draw the world's renderings instead of model samples")
     args = p.parse_args(argv)
+    if args.world:
+        print(save_grid(args.out, seed=args.seed, world=True))
+        return
     parts = load_components(args.model)
     print(save_grid(args.out, parts, seed=args.seed, guidance_scale=args.guidance,
                     num_inference_steps=args.steps, sampler=args.sampler))
