@@ -52,7 +52,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     estimator.add_argument("--chunk-size", type=int, default=32, help="pairs per chunk, per rank (default 32)")
     estimator.add_argument("--device", default=None, help="e.g. cpu, cuda (default: where the model loads; "
                                                           "cuda:LOCAL_RANK under torchrun)")
-    estimator.add_argument("--fp16", action="store_true", help="load the model in float16 (GPU)")
+    estimator.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                           help="load the model in this precision (default: as saved; half precision is for GPUs)")
     output = parser.add_argument_group("output")
     output.add_argument("--results", default=None, metavar="JSONL",
                         help="per-pair results, appended chunk by chunk; a rerun skips the pairs already in it")
@@ -66,10 +67,10 @@ def _run(args: argparse.Namespace) -> None:
     load_kwargs: dict[str, Any] = {}
     if args.device is not None:
         load_kwargs["device"] = args.device
-    if args.fp16:
+    if args.dtype is not None:
         import torch
 
-        load_kwargs["torch_dtype"] = torch.float16
+        load_kwargs["torch_dtype"] = getattr(torch, args.dtype)
     report = run_benchmark(
         datasets, args.model, num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance,
         weighting=args.weighting, seed=args.seed, min_timestep=args.min_timestep, max_batch_size=args.max_batch_size,

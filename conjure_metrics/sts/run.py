@@ -233,7 +233,9 @@ def run_benchmark(
     model_name = model_name or _model_name(model)
     estimator = dict(num_steps=int(num_steps), num_samples=int(num_samples), guidance_scale=float(guidance_scale),
                      weighting=weighting, seed=int(seed), min_timestep=float(min_timestep))
-    settings = settings_hash({"model": model_name, **estimator})
+    # The precision changes scores a little; the device, batch size and chunking only by round-off.
+    dtype = {"dtype": str(load_kwargs["torch_dtype"])} if load_kwargs.get("torch_dtype") is not None else {}
+    settings = settings_hash({"model": model_name, **estimator, **dtype})
     selected = [(d, i) for d in datasets for i in evenly_spaced(len(d), max_pairs)]
     store = ResultsFile(results_path) if results_path is not None else None
 
