@@ -17,34 +17,17 @@ import json
 import multiprocessing as mp
 import platform
 import resource
-import time
 from pathlib import Path
 
 import torch
+
+from conjure_metrics.denoisers.instrumented import InstrumentedDenoiser
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLOURS = ["red", "blue", "white", "black", "orange", "grey", "green", "yellow"]
 CREATURES = ["cat", "fox", "horse", "dog", "bear", "tiger", "zebra", "leopard"]
 PATTERNS = ["with stripes", "with spots", "with patches", "plain"]
 MATRIX_PROMPTS = ["a snow leopard", "a bengal tiger", "a zebra", "a red fox", "a dalmatian", "a panther", "a polar bear"]
-
-
-class TimedDenoiser:
-    """Forwards to a denoiser, counting calls and rows and the wall time spent inside ``predict_noise``."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.calls, self.rows, self.seconds = inner, 0, 0, 0.0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def predict_noise(self, x, timesteps, conditioning):
-        start = time.perf_counter()
-        out = self.inner.predict_noise(x, timesteps, conditioning)
-        self.seconds += time.perf_counter() - start
-        self.calls += 1
-        self.rows += x.shape[0]
-        return out
 
 
 def _rss_bytes() -> int:
@@ -83,12 +66,11 @@ def measure(config: dict) -> dict:
     from conjure_metrics import jeffreys_terms
 
     torch.manual_seed(0)
-    denoiser = TimedDenoiser(_load(config["model"]))
+    denoiser = InstrumentedDenoiser(_load(config["model"]))
     settings = dict(num_steps=config["num_steps"], num_samples=config["num_samples"], guidance_scale=config["guidance"], seed=0)
     a, b = _pairs(config["pairs"], config["workload"])
     jeffreys_terms(a[:1], b[:1], denoiser, max_batch_size=8, **dict(settings, num_steps=1, num_samples=1))  # warm-up
-    denoiser.calls = denoiser.rows = 0
-    denoiser.seconds = 0.0
+    denoiser.reset()
     baseline = _rss_bytes()
     start = time.perf_counter()
     if config["engine"] == "batched":

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from conjure_metrics.denoisers.instrumented import InstrumentedDenoiser
+
 # Stable Diffusion 1.5 UNet (runwayml/stable-diffusion-v1-5, unet/config.json), published values.
 SD15_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
@@ -81,18 +83,6 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-class CountingDenoiser:
-    def __init__(self, inner) -> None:
-        self.inner, self.rows = inner, 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def predict_noise(self, x, t, c):
-        self.rows += x.shape[0]
-        return self.inner.predict_noise(x, t, c)
-
-
 def unet_ceiling(denoiser, device: str, batch: int, repeats: int) -> float:
     """UNet evaluations per second on one micro-batch, the engine's upper bound."""
     x = torch.randn(batch, *denoiser.sample_shape, device=device)
@@ -115,7 +105,7 @@ def engine_throughput(denoiser, device: str, pairs: int, args) -> tuple[float, f
 
     prompts = [f"sentence number {i} about a {w}" for i, w in enumerate(["cat", "dog", "car", "tree"] * (pairs // 2 + 1))]
     a, b = prompts[0:2 * pairs:2], prompts[1:2 * pairs:2]
-    counting = CountingDenoiser(denoiser)
+    counting = InstrumentedDenoiser(denoiser)
     settings = dict(num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance, max_batch_size=args.max_batch_size)
     jeffreys_terms(a[:2], b[:2], denoiser, **dict(settings, num_steps=2))  # warm-up
     _sync(device)

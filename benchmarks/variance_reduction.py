@@ -30,20 +30,9 @@ import torch
 from scipy.stats import spearmanr
 
 from conjure_metrics import jeffreys_terms
+from conjure_metrics.denoisers.instrumented import InstrumentedDenoiser
 from conjure_metrics.denoisers.loading import load_denoiser
 from conjure_metrics.noise import sample_seed
-
-
-class CountingDenoiser:
-    def __init__(self, inner) -> None:
-        self.inner, self.rows = inner, 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def predict_noise(self, x, t, c):
-        self.rows += x.shape[0]
-        return self.inner.predict_noise(x, t, c)
 
 
 def zoo_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -59,7 +48,7 @@ def estimate(variant: dict, pairs, model, seed: int, settings: dict) -> tuple[to
     """Per-pair divergences (simple weighting) for one repeat, and the denoiser rows spent."""
     a, b = [p for p, _ in pairs], [q for _, q in pairs]
     common = dict(settings, num_steps=variant["steps"], num_samples=variant["samples"], antithetic=variant.get("antithetic", False))
-    counter = CountingDenoiser(model)
+    counter = InstrumentedDenoiser(model)
     if variant["noise"] in ("shared", "paper"):
         if variant["noise"] == "shared":
             terms = jeffreys_terms(a, b, counter, seed=seed, **common)

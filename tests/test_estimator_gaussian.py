@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from conjure_metrics import conjure_similarity, jeffreys_terms
+from conjure_metrics.denoisers.instrumented import InstrumentedDenoiser
 from helpers import gaussian_model
 
 
@@ -103,24 +104,10 @@ def test_similarity_ranks_closer_distributions_higher():
     assert result.similarity[0] > result.similarity[1]
 
 
-class CountingDenoiser:
-    """Counts the rows the estimator sends through the model."""
-
-    def __init__(self, inner):
-        self.inner, self.rows = inner, 0
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def predict_noise(self, x, t, c):
-        self.rows += x.shape[0]
-        return self.inner.predict_noise(x, t, c)
-
-
 def test_pairs_sharing_a_prompt_share_its_trajectory_and_predictions():
     prompts = ["tiger", "fox", "cat", "zebra"]
     pairs = [(a, b) for i, a in enumerate(prompts) for b in prompts[i + 1:]]
-    model = CountingDenoiser(gaussian_model())
+    model = InstrumentedDenoiser(gaussian_model())
     steps, samples = 5, 3
     jeffreys_terms([a for a, _ in pairs], [b for _, b in pairs], model, num_steps=steps, num_samples=samples, guidance_scale=2.0)
     # One trajectory per prompt, each evaluated under itself, its 3 partners and the empty prompt;
@@ -159,7 +146,7 @@ def test_out_of_memory_halves_the_micro_batch_and_gives_the_same_result():
     model = gaussian_model()
     expected = conjure_similarity(["tiger", "fox"], ["zebra", "cat"], model, max_batch_size=64, seed=1).divergence
 
-    class SmallMemory(CountingDenoiser):
+    class SmallMemory(InstrumentedDenoiser):
         def predict_noise(self, x, t, c):
             if x.shape[0] > 8:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated limit of 8 rows)")
