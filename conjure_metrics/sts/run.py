@@ -18,7 +18,7 @@ import math
 import os
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -58,7 +58,7 @@ class BenchmarkReport:
     average: dict[str, Correlation]
     computed_pairs: int
     reused_pairs: int
-    bootstrap_resamples: int = field(default=1000)
+    bootstrap_resamples: int = 1000
 
     def table(self) -> str:
         """The paper's layout: one column per dataset and the average, correlations × 100 with 95 % intervals."""
@@ -333,4 +333,4 @@ def _report(datasets: Sequence[SimilarityDataset], selected: list[tuple[Similari
         value = float(np.mean([getattr(c, metric).value for c in columns]))
         average[metric] = interval(value, np.mean([r[metric] for r in replicates], axis=0))
     reused = len(selected) - computed
-    return BenchmarkReport(model_name, {**estimator}, tuple(columns), per_dataset, average, computed, reused, resamples)
+    return BenchmarkReport(model_name, dict(estimator), tuple(columns), per_dataset, average, computed, reused, resamples)
