@@ -269,10 +269,3 @@ def body_mask(attrs: dict[str, torch.Tensor], generator: torch.Generator | None 
     u, v = _body_coordinates(shape.shape[0], generator, shape.device)
     return _silhouettes(u, v).gather(0, shape.view(1, -1, 1, 1).expand(1, *u.shape))[0]
 
-
-def attributes_from_names(names: dict[str, str], n: int = 1, device=None) -> dict[str, torch.Tensor]:
-    """Integer attribute tensors (repeated ``n`` times) from a dict of value names."""
-    return {
-        key: torch.full((n,), ATTRIBUTES[key].index(value), dtype=torch.long, device=device)
-        for key, value in names.items()
-    }
