@@ -17,6 +17,7 @@ import json
 import multiprocessing as mp
 import platform
 import resource
+import time
 from pathlib import Path
 
 import torch
