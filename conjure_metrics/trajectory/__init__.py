@@ -6,8 +6,8 @@ the continuations each one leads to are about as likely under the other. Ships a
 trained on the conjure-zoo world's captions (:func:`default_lm_path`); see ``docs/trajectory.md``.
 
 Modules: :mod:`.sampling` (batched seeded continuations, scoring), :mod:`.estimator` (cross-scores,
-distances), :mod:`.functional`, :mod:`.metric`, :mod:`.loading`, :mod:`.tokenizer`, :mod:`.model`,
-:mod:`.train`.
+distances), :mod:`.functional`, :mod:`.metric`, :mod:`.loading`; the zoo LM's :mod:`.tokenizer`,
+:mod:`.model`, :mod:`.corpus`, :mod:`.train` and :mod:`.probe`.
 """
 
 from .estimator import DISTANCES, TrajectoryTerms, trajectory_terms
