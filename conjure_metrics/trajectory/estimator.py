@@ -87,37 +87,41 @@ def trajectory_terms(
     (transformers style), ``tokenizer`` its tokenizer. Call under ``torch.inference_mode()`` with
     the model in eval mode (the functional API and the metric do).
     """
-    distinct = list(dict.fromkeys([*prompts_a, *prompts_b]))
-    prompt_ids = {prompt: encode_prompt(tokenizer, prompt) for prompt in distinct}
+    prompt_ids = {prompt: encode_prompt(tokenizer, prompt) for prompt in dict.fromkeys([*prompts_a, *prompts_b])}
     _check_lengths(prompt_ids, max_new_tokens, model, tokenizer)
+    # Prompts are told apart by their token ids: two spellings the tokenizer reads alike ("A cat",
+    # "a cat") share their trajectories and scores, and so score exactly 0 as well.
+    keys_a = [tuple(prompt_ids[p]) for p in prompts_a]
+    keys_b = [tuple(prompt_ids[p]) for p in prompts_b]
+    distinct = list(dict.fromkeys([*keys_a, *keys_b]))
     eos, pad = tokenizer.eos_token_id, _pad_id(tokenizer)
     n = num_continuations
     uniforms = continuation_uniforms(seed, n, max_new_tokens)
 
     generation_rows = [(prompt, j) for prompt in distinct for j in range(n)]
-    needed = list(dict.fromkeys((scorer, source) for a, b in zip(prompts_a, prompts_b)
+    needed = list(dict.fromkeys((scorer, source) for a, b in zip(keys_a, keys_b)
                                 for scorer, source in ((a, a), (b, a), (b, b), (a, b))))
     batches = -(-len(generation_rows) // max_batch_size) + -(-len(needed) * n // max_batch_size)
     with tqdm(total=batches, desc="trajectories", disable=_disable(progress_bar), leave=False) as bar:
-        continuations: dict[str, list[list[int]]] = {prompt: [] for prompt in distinct}
+        continuations: dict[tuple[int, ...], list[list[int]]] = {prompt: [] for prompt in distinct}
         for start in range(0, len(generation_rows), max_batch_size):
             chunk = generation_rows[start:start + max_batch_size]
-            sampled = sample_continuations(model, [prompt_ids[p] for p, _ in chunk],
+            sampled = sample_continuations(model, [p for p, _ in chunk],
                                            uniforms[torch.as_tensor([j for _, j in chunk])], eos, pad)
             for (prompt, _), tokens in zip(chunk, sampled):
                 continuations[prompt].append(tokens)
             bar.update(1)
-        score_rows = [(prompt_ids[scorer], tokens) for scorer, source in needed for tokens in continuations[source]]
+        score_rows = [(scorer, tokens) for scorer, source in needed for tokens in continuations[source]]
         scores = continuation_log_likelihoods(model, score_rows, pad, max_batch_size, on_batch=lambda: bar.update(1))
     if not torch.isfinite(scores).all():
         raise ValueError("the model gave non-finite log-likelihoods (a continuation it cannot produce, or NaN logits)")
     table = {key: scores[k * n:(k + 1) * n] for k, key in enumerate(needed)}
     log_likelihood = torch.stack([
         torch.stack([torch.stack([table[(a, a)], table[(b, a)]]), torch.stack([table[(a, b)], table[(b, b)]])])
-        for a, b in zip(prompts_a, prompts_b)
+        for a, b in zip(keys_a, keys_b)
     ])
     texts = {prompt: [tokenizer.decode(tokens) for tokens in continuations[prompt]] for prompt in distinct}
-    return TrajectoryTerms(log_likelihood, ([texts[a] for a in prompts_a], [texts[b] for b in prompts_b]))
+    return TrajectoryTerms(log_likelihood, ([texts[a] for a in keys_a], [texts[b] for b in keys_b]))
 
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:

@@ -23,6 +23,11 @@ def test_identical_prompts_score_exactly_zero(lm, distance):
     assert torch.equal(result.similarity, torch.ones(2, dtype=torch.float64))
 
 
+def test_spellings_the_tokenizer_reads_alike_score_exactly_zero(lm):
+    result = trajectory_similarity(["A Red fox"], ["a red  fox"], lm[0], tokenizer=lm[1], **SETTINGS)
+    assert result.divergence.item() == 0.0 and result.similarity.item() == 1.0
+
+
 @pytest.mark.parametrize("distance", ["mean_abs", "symmetric_kl"])
 def test_swapping_the_prompts_of_a_pair_gives_the_same_score(lm, distance):
     both = trajectory_similarity(A + B, B + A, lm[0], tokenizer=lm[1], distance=distance, **SETTINGS)
