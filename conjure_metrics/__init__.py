@@ -13,6 +13,7 @@ from conjure_metrics.estimator import JeffreysTerms, StepState, jeffreys_terms
 from conjure_metrics.explain import Explanation, explain
 from conjure_metrics.functional import ConjureResult, conjure_similarity, divergence_to_similarity
 from conjure_metrics.metric import ConjureSimilarity
+from conjure_metrics.trajectory import TrajectorySimilarity, trajectory_similarity
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ __all__ = [
     "JeffreysTerms",
     "ReverseChain",
     "StepState",
+    "TrajectorySimilarity",
     "conjure_similarity",
     "ddim_chain",
     "ddpm_chain",
@@ -34,6 +36,7 @@ __all__ = [
     "explain",
     "jeffreys_terms",
     "load_denoiser",
+    "trajectory_similarity",
 ]
 
 
