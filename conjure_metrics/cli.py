@@ -3,6 +3,7 @@
     conjure similarity "a snow leopard" "a bengal tiger" [--pairs pairs.tsv] [--json out.json]
     conjure compare BASE_DIR FINETUNED_DIR --prompts prompts.txt [--json out.json]
     conjure explain "a snow leopard" "a bengal tiger" --out explain.png
+    conjure sts --data sts-test.csv --data SICK.txt --model PATH_OR_ID --steps 10 --samples 3 --guidance 7.5
 
 User errors print one line and exit with status 2; progress bars show on a terminal unless ``--quiet``.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from conjure_metrics.functional import ConjureResult, conjure_similarity
+from conjure_metrics.sts.cli import add_sts_command
 
 
 def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
@@ -167,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     _add_estimator_options(compare)
     compare.set_defaults(run=_compare)
+
+    add_sts_command(commands)
     return parser
 
 
