@@ -12,9 +12,9 @@ each variant is run ``--repeats`` times with different seeds. Reported per varia
 Variants: ``independent`` (no noise shared between the two prompts of a pair, nor between pairs),
 ``paper`` (x_T and step noise shared between the two prompts of a pair: the paper's estimator, T=10,
 k=5), ``shared`` (also shared across pairs: this package's default), ``antithetic`` (plus
-antithetic pairs of samples), and the same at fewer samples or steps.
+antithetic pairs of samples), and the same at fewer samples.
 
-    python benchmarks/variance_reduction.py [--pairs 16 --repeats 6]
+    python benchmarks/variance_reduction.py [--pairs 16 --repeats 6 --steps 10 --independent]
 """
 
 from __future__ import annotations
@@ -67,15 +67,17 @@ def estimate(variant: dict, pairs, model, seed: int, settings: dict) -> tuple[to
     return torch.cat(values), counter.rows // 2
 
 
-VARIANTS = [
-    dict(name="independent (T=10, k=5)", noise="independent", steps=10, samples=5),
-    dict(name="paper: shared within pair (T=10, k=5)", noise="paper", steps=10, samples=5),
-    dict(name="shared across pairs (T=10, k=5)", noise="shared", steps=10, samples=5),
-    dict(name="shared + antithetic (T=10, k=4)", noise="shared", steps=10, samples=4, antithetic=True),
-    dict(name="shared (T=10, k=2)", noise="shared", steps=10, samples=2),
-    dict(name="shared + antithetic (T=10, k=2)", noise="shared", steps=10, samples=2, antithetic=True),
-    dict(name="shared (T=5, k=5)", noise="shared", steps=5, samples=5),
-]
+def variants(steps: int, include_independent: bool) -> list[dict]:
+    rows = [
+        dict(name=f"paper: shared within pair (T={steps}, k=5)", noise="paper", steps=steps, samples=5),
+        dict(name=f"shared across pairs (T={steps}, k=5)", noise="shared", steps=steps, samples=5),
+        dict(name=f"shared + antithetic (T={steps}, k=4)", noise="shared", steps=steps, samples=4, antithetic=True),
+        dict(name=f"shared (T={steps}, k=2)", noise="shared", steps=steps, samples=2),
+        dict(name=f"shared + antithetic (T={steps}, k=2)", noise="shared", steps=steps, samples=2, antithetic=True),
+    ]
+    if include_independent:
+        rows.insert(0, dict(name=f"independent (T={steps}, k=5)", noise="independent", steps=steps, samples=5))
+    return rows
 
 
 def main() -> None:
@@ -83,6 +85,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--independent", action="store_true", help="also the variant with no shared noise (costly)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "variance_reduction.json"))
     args = parser.parse_args()
 
@@ -90,7 +94,7 @@ def main() -> None:
     pairs = zoo_pairs(args.pairs)
     settings = dict(guidance_scale=args.guidance, max_batch_size=256)
     rows = []
-    for variant in VARIANTS:
+    for variant in variants(args.steps, args.independent):
         estimates, calls = [], 0
         for repeat in range(args.repeats):
             values, spent = estimate(variant, pairs, model, seed=repeat, settings=settings)
