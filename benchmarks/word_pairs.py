@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--scorers", nargs="+", default=["conjure", "trajectory"], choices=["conjure", "trajectory"])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "word_pairs.json"))
     args = parser.parse_args()
 
@@ -34,10 +35,11 @@ def main() -> None:
 
     data = Path(gensim.__file__).parent / "test" / "test_data"
     scorers = {
-        "ConjureSimilarity (conjure-zoo)": lambda a, b: conjure_similarity(
-            a, b, None, num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance, progress_bar=False),
-        "TrajectorySimilarity (zoo LM)": lambda a, b: trajectory_similarity(a, b, progress_bar=False),
+        "conjure": ("ConjureSimilarity (conjure-zoo)", lambda a, b: conjure_similarity(
+            a, b, None, num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance, progress_bar=False)),
+        "trajectory": ("TrajectorySimilarity (zoo LM)", lambda a, b: trajectory_similarity(a, b, progress_bar=False)),
     }
+    scorers = dict(scorers[key] for key in args.scorers)
     table = {}
     for file in ("wordsim353.tsv", "simlex999.txt"):
         dataset = load_datasets(data / file)[0]
