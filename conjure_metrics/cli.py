@@ -174,9 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command: user errors become one line on stderr and exit status 2, no traceback."""
     try:
         args.run(args)
     except (ValueError, TypeError, FileNotFoundError, OSError, ImportError) as error:
@@ -184,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"conjure: error: {message}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

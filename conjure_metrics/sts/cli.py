@@ -88,14 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``conjure sts`` on its own: ``python -m conjure_metrics.sts.cli`` or ``torchrun -m conjure_metrics.sts.cli``."""
     parser = argparse.ArgumentParser(prog="conjure sts", description="Benchmark on human similarity scores.")
     _add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        _run(args)
-    except (ValueError, TypeError, FileNotFoundError, OSError, ImportError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"conjure: error: {message}", file=sys.stderr)
-        return 2
-    return 0
+    parser.set_defaults(run=_run)
+    from conjure_metrics.cli import run_command  # here: conjure_metrics.cli imports this module
+
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
