@@ -21,3 +21,18 @@ def gaussian_model(schedule: str = "linear", dim: int = 16, sampler: str = "ddpm
         means[prompt] = 0.5 * torch.randn(dim, generator=generator, dtype=torch.float64)
         variances[prompt] = 0.2 + 0.15 * index
     return GaussianConditionals(means, variances, torch.cumprod(1 - SCHEDULES[schedule](), 0), sampler=sampler, eta=eta)
+
+
+def snapshot_state(metric) -> dict:
+    """A deep copy of a metric's accumulated state."""
+    return {name: [t.clone() for t in v] if isinstance(v, list) else v.clone() for name, v in metric.metric_state.items()}
+
+
+def assert_same_state(before: dict, after: dict) -> None:
+    """Two snapshots are equal, tensor for tensor."""
+    assert before.keys() == after.keys()
+    for name in before:
+        if isinstance(before[name], list):
+            assert len(before[name]) == len(after[name]) and all(torch.equal(x, y) for x, y in zip(before[name], after[name]))
+        else:
+            assert torch.equal(before[name], after[name])

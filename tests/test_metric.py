@@ -7,23 +7,12 @@ import torch
 
 from conjure_metrics import CallableDenoiser, ConjureSimilarity, DiffusersDenoiser, conjure_similarity
 from conjure_metrics.tiny import build_tiny_components
+from helpers import assert_same_state as _assert_same_state
 from helpers import gaussian_model
+from helpers import snapshot_state as _state
 
 A, B = ["tiger", "fox", "cat"], ["zebra", "cat", "cat"]
 SETTINGS = dict(num_steps=6, num_samples=4, guidance_scale=2.0, seed=1)
-
-
-def _state(metric):
-    return {name: [t.clone() for t in v] if isinstance(v, list) else v.clone() for name, v in metric.metric_state.items()}
-
-
-def _assert_same_state(before, after):
-    assert before.keys() == after.keys()
-    for name in before:
-        if isinstance(before[name], list):
-            assert len(before[name]) == len(after[name]) and all(torch.equal(x, y) for x, y in zip(before[name], after[name]))
-        else:
-            assert torch.equal(before[name], after[name])
 
 
 def test_metric_matches_functional_and_accumulates_over_batches():

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from conjure_metrics.trajectory import TrajectorySimilarity, trajectory_similarity
+from helpers import assert_same_state as _assert_same_state
+from helpers import snapshot_state as _state
 from trajectory_helpers import A, B, SETTINGS, tiny_lm, tiny_tokenizer
 
 
@@ -16,19 +18,6 @@ def lm():
 
 def _metric(lm, **overrides):
     return TrajectorySimilarity(lm[0], lm[1], **{**SETTINGS, **overrides})
-
-
-def _state(metric):
-    return {name: [t.clone() for t in v] if isinstance(v, list) else v.clone() for name, v in metric.metric_state.items()}
-
-
-def _assert_same_state(before, after):
-    assert before.keys() == after.keys()
-    for name in before:
-        if isinstance(before[name], list):
-            assert len(before[name]) == len(after[name]) and all(torch.equal(x, y) for x, y in zip(before[name], after[name]))
-        else:
-            assert torch.equal(before[name], after[name])
 
 
 def test_metric_matches_functional_and_accumulates_over_batches(lm):
