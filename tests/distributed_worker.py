@@ -25,5 +25,6 @@ def run(rank: int, world_size: int, port: int, slices: list, prompts_a: list, pr
         # Accumulated (local) state must be back after the synced compute.
         local_pairs = int(metric.num_pairs.item())
         torch.save({"mean": mean, "pairs": pairs, "local_pairs": local_pairs}, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # no teardown while the other rank is still in a collective
     finally:
         dist.destroy_process_group()

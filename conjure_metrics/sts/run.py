@@ -125,6 +125,9 @@ def _process_group() -> Iterator[tuple[int, int]]:
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
         yield dist.get_rank(), dist.get_world_size()
+        # No rank may tear the group down while another is still in its last collective: gloo
+        # aborts the process ("terminate called without an active exception") when a peer vanishes.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

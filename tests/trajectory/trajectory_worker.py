@@ -29,5 +29,6 @@ def run(rank: int, world_size: int, port: int, scenarios: list, prompts_a: list,
             local_pairs = int(metric.num_pairs.item())  # local state is back after the synced compute
             torch.save({"mean": mean, "pairs": pairs, "local_pairs": local_pairs},
                        os.path.join(out_dir, f"scenario{scenario}-rank{rank}.pt"))
+        dist.barrier()  # no teardown while the other rank is still in a collective
     finally:
         dist.destroy_process_group()
