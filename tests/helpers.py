@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import torch
 
 from conjure_metrics.analytic import GaussianConditionals
@@ -36,3 +38,10 @@ def assert_same_state(before: dict, after: dict) -> None:
             assert len(before[name]) == len(after[name]) and all(torch.equal(x, y) for x, y in zip(before[name], after[name]))
         else:
             assert torch.equal(before[name], after[name])
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for a gloo rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,6 +1,5 @@
 """Real torch.distributed (gloo, 2 processes): uneven ranks give the single-process results."""
 
-import socket
 
 import pytest
 import torch
@@ -8,16 +7,10 @@ import torch.multiprocessing as mp
 
 from conjure_metrics import ConjureSimilarity
 from distributed_worker import SETTINGS, run
-from helpers import gaussian_model
+from helpers import free_port, gaussian_model
 
 PROMPTS_A = ["tiger", "fox", "cat", "zebra", "leopard"]
 PROMPTS_B = ["zebra", "cat", "cat", "fox", "tiger"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _single_process():
@@ -29,7 +22,7 @@ def _single_process():
 @pytest.mark.distributed
 @pytest.mark.parametrize("slices", [[(0, 3), (3, 5)], [(0, 5), (5, 5)]], ids=["uneven", "one-rank-empty"])
 def test_two_gloo_ranks_match_one_process(slices, tmp_path):
-    mp.spawn(run, args=(2, _free_port(), slices, PROMPTS_A, PROMPTS_B, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(run, args=(2, free_port(), slices, PROMPTS_A, PROMPTS_B, str(tmp_path)), nprocs=2, join=True)
     mean, pairs = _single_process()
     for rank in range(2):
         result = torch.load(tmp_path / f"rank{rank}.pt")

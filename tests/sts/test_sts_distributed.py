@@ -1,19 +1,13 @@
 """Two real gloo ranks (set up as torchrun does) give the table and results file of one process."""
 
 import json
-import socket
 
 import pytest
 import torch.multiprocessing as mp
 
 from conjure_metrics.sts.cli import main
+from helpers import free_port
 from sts_distributed_worker import run
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +53,7 @@ def test_two_ranks_shard_the_pairs_and_match_one_process(wordsim, tiny_pixel_rep
     lines = (tmp_path / "one.jsonl").read_text().splitlines()
     (tmp_path / "two.jsonl").write_text("\n".join(lines[:3]) + "\n")
     argv = _argv(wordsim, tiny_pixel_repo, tmp_path / "two.jsonl", tmp_path / "two.json")
-    mp.spawn(run, args=(2, _free_port(), argv, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(run, args=(2, free_port(), argv, str(tmp_path)), nprocs=2, join=True)
 
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["status"] for r in ranks] == [0, 0]

@@ -1,23 +1,17 @@
 """Real torch.distributed (gloo, 2 processes): uneven ranks give the single-process results."""
 
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from conjure_metrics.trajectory import TrajectorySimilarity
+from helpers import free_port
 from trajectory_helpers import SETTINGS, tiny_lm, tiny_tokenizer
 from trajectory_worker import run
 
 PROMPTS_A = ["a red fox", "a striped cat", "a zebra", "a blue bear in the snow", "a red fox"]
 PROMPTS_B = ["a crimson fox", "a zebra", "a zebra", "a fish", "a striped cat"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _single_process():
@@ -32,7 +26,7 @@ SCENARIOS = {"uneven": [(0, 3), (3, 5)], "one-rank-empty": [(0, 5), (5, 5)]}
 @pytest.mark.distributed
 def test_two_gloo_ranks_match_one_process_with_uneven_and_empty_ranks(tmp_path):
     scenarios = list(SCENARIOS.values())
-    mp.spawn(run, args=(2, _free_port(), scenarios, PROMPTS_A, PROMPTS_B, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(run, args=(2, free_port(), scenarios, PROMPTS_A, PROMPTS_B, str(tmp_path)), nprocs=2, join=True)
     mean, pairs = _single_process()
     for scenario, slices in enumerate(scenarios):
         for rank in range(2):
