@@ -270,11 +270,17 @@ def jeffreys_terms(
         girsanov = torch.zeros_like(simple)
         numel = x[0, 0].numel()
 
+        all_requests = torch.arange(len(plan.requests))
+        # The unconditional prediction only moves a trajectory on (with one model on both sides it
+        # cancels in the difference), so the last step, after which nothing moves, can skip it.
+        last_step_requests = (plan.cond.flatten().unique() if guided and len(models) == 1 and callback is None
+                              else all_requests)
         for step in tqdm(range(chain.num_steps), desc="conjure", disable=_disable(progress_bar), leave=False):
             model_input = x * chain.input_scale[step].to(dtype)
+            last = step == chain.num_steps - 1
             # Every trajectory starts from the same x_T: the first step needs each prediction once.
             eps = _evaluate(models, plan, conditioning, model_input, chain.timesteps[step], batch_limits,
-                            states_identical=(step == 0))
+                            last_step_requests if last else all_requests, states_identical=(step == 0))
             eps_a = _guide(eps, plan.cond[:, 0], plan.uncond[:, 0] if guided else None, guidance_scale)
             eps_b = _guide(eps, plan.cond[:, 1], plan.uncond[:, 1] if guided else None, guidance_scale)
 
@@ -284,6 +290,8 @@ def jeffreys_terms(
 
             if callback is not None:
                 callback(StepState(step, chain.timesteps[step], x[plan.trajectory], eps_a, eps_b, chain))
+            if last:
+                break
             drive = _guide(eps, plan.drive_cond, plan.drive_uncond, guidance_scale)
             x = (chain.x_coef[step].to(dtype) * x + chain.eps_coef[step].to(dtype) * drive
                  + chain.noise_std[step].to(dtype) * step_noise[step].to(device))
@@ -307,20 +315,25 @@ def _guide(eps: Tensor, cond: Tensor, uncond: Tensor | None, scale: float) -> Te
 
 def _evaluate(
     models: Sequence[Denoiser], plan: _EvaluationPlan, conditioning: list[Tensor], x: Tensor, timestep: Tensor,
-    batch_limits: list[int], states_identical: bool = False,
+    batch_limits: list[int], requests: Tensor, states_identical: bool = False,
 ) -> Tensor:
-    """All predictions one step needs, ``(requests, samples, *shape)``, in chunks of at most ``batch_limits[m]`` rows.
+    """The predictions ``requests`` asks for, in a ``(len(plan.requests), samples, *shape)`` tensor
+    (zero where not asked), in chunks of at most ``batch_limits[m]`` rows.
 
     With ``states_identical`` (all trajectories at the same state) each (model, prompt) is evaluated
     once and shared by every trajectory.
     """
+    out = torch.zeros((len(plan.requests), *x.shape[1:]), dtype=x.dtype, device=x.device)
     if states_identical:
-        keys = plan.request_model * (plan.request_row.max() + 1) + plan.request_row
+        keys = (plan.request_model * (plan.request_row.max() + 1) + plan.request_row)[requests]
         unique_keys, inverse = torch.unique(keys, return_inverse=True)
         first = torch.full((len(unique_keys),), len(keys), dtype=torch.long).scatter_reduce(
             0, inverse, torch.arange(len(keys)), reduce="amin")
-        return _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits, first)[inverse]
-    return _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits, torch.arange(len(plan.requests)))
+        out[requests.to(x.device)] = _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits,
+                                                        requests[first])[inverse.to(x.device)]
+    else:
+        out[requests.to(x.device)] = _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits, requests)
+    return out
 
 
 def _evaluate_requests(

@@ -111,8 +111,9 @@ def test_pairs_sharing_a_prompt_share_its_trajectory_and_predictions():
     steps, samples = 5, 3
     jeffreys_terms([a for a, _ in pairs], [b for _, b in pairs], model, num_steps=steps, num_samples=samples, guidance_scale=2.0)
     # One trajectory per prompt, each evaluated under itself, its 3 partners and the empty prompt;
-    # the first step (shared x_T) needs each of the 5 conditionings once.
-    assert model.rows == samples * (5 + (steps - 1) * len(prompts) * 5)
+    # the first step (shared x_T) needs each of the 5 conditionings once, and the last step, after
+    # which no trajectory moves, does not need the empty prompt.
+    assert model.rows == samples * (5 + (steps - 2) * len(prompts) * 5 + len(prompts) * 4)
 
 
 def test_adaptive_sampling_reaches_the_target_and_spends_samples_where_needed():
@@ -164,3 +165,20 @@ def test_antithetic_noise_negates_each_even_sample_for_the_next():
     plain_initial, plain_steps = trajectory_noise(3, 2, 5, (2, 3))
     assert torch.equal(initial[0], plain_initial[0]) and torch.equal(initial[1], -plain_initial[0])
     assert torch.equal(steps[:, 3], -steps[:, 2]) and torch.equal(steps[:, 2], plain_steps[:, 1])
+
+
+@pytest.mark.parametrize("two_models", [False, True])
+def test_skipping_the_unconditional_prediction_at_the_last_step_changes_nothing(two_models):
+    # Without a callback the last step skips the empty prompt when one model serves both sides (it
+    # cancels in the difference); with two models it does not cancel and must still be evaluated.
+    # A callback forces every prediction, so both runs must agree.
+    model = gaussian_model()
+    other = gaussian_model()
+    other.means[""] = other.means[""] + 0.7
+    prompts_a, prompts_b = ["tiger", "fox"], (["tiger", "fox"] if two_models else ["zebra", "cat"])
+    settings = dict(model_b=other if two_models else None, num_steps=4, num_samples=3, guidance_scale=3.0, seed=5)
+    skipped = jeffreys_terms(prompts_a, prompts_b, model, **settings)
+    everything = jeffreys_terms(prompts_a, prompts_b, model, callback=lambda state: None, **settings)
+    torch.testing.assert_close(skipped.simple, everything.simple, rtol=1e-9, atol=0)
+    torch.testing.assert_close(skipped.girsanov, everything.girsanov, rtol=1e-9, atol=0)
+    assert (skipped.simple[..., -1] > 0).all()
