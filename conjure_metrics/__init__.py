@@ -7,6 +7,7 @@ Monte-Carlo over trajectories.
 
 from conjure_metrics.chains import ReverseChain, ddim_chain, ddpm_chain, euler_ancestral_chain
 from conjure_metrics.denoisers.callable import CallableDenoiser
+from conjure_metrics.denoisers.compiled import CompiledDenoiser
 from conjure_metrics.denoisers.loading import load_denoiser
 from conjure_metrics.denoisers.protocol import Denoiser
 from conjure_metrics.estimator import JeffreysTerms, StepState, jeffreys_terms
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CallableDenoiser",
+    "CompiledDenoiser",
     "ConjureResult",
     "ConjureSimilarity",
     "Denoiser",
