@@ -8,6 +8,10 @@ mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site wheels/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 benchmarks/bench_gpu.py --dtype bfloat16 --pairs 32 --max-batch-size 192 --out "$OUT/bench_gpu_bf16.json" 2>&1 | grep -v "Loading\|kept in float32"
-python3 benchmarks/bench_gpu.py --dtype bfloat16 --channels-last --pairs 32 --max-batch-size 192 --out "$OUT/bench_gpu_bf16_channels_last.json" 2>&1 | grep -v "Loading\|kept in float32"
-python3 benchmarks/bench_gpu.py --dtype float16 --pairs 32 --max-batch-size 192 --out "$OUT/bench_gpu_fp16.json" 2>&1 | grep -v "Loading\|kept in float32"
+# Eager baseline first (same machine as the compiled runs), then one fixed-shape compiled graph,
+# then the same with CUDA graphs; each run prints its table even if a later one fails.
+run() { python3 benchmarks/bench_gpu.py --dtype bfloat16 --pairs 32 --max-batch-size 192 "$@" 2>&1 | grep -v "Loading\|kept in float32"; }
+run --out "$OUT/bench_gpu_bf16.json"
+run --compile --out "$OUT/bench_gpu_bf16_compile.json"
+run --compile --cuda-graphs --out "$OUT/bench_gpu_bf16_cuda_graphs.json"
+run --compile --cuda-graphs --tuned --out "$OUT/bench_gpu_bf16_cuda_graphs_tuned.json"
