@@ -5,7 +5,15 @@ For 1, 16 and 64 pairs of distinct prompts (no trajectory can be shared), and fo
 pairs/s, denoiser calls (and rows), the share of wall time spent inside the denoiser, and the peak
 working memory, for two ``max_batch_size`` settings; and the naive one-call-per-prompt loop
 (``naive_reference.py``) at 1 and 16 pairs, as a ratio. Each measurement runs in its own process
-so that peak memory is its own. Prints a table and writes ``benchmarks/results/bench_engine.json``.
+so that peak memory is its own.
+
+Two more measurements say what limits the ratio. ``ceiling``: the bare model's rows/s at batch
+sizes 1, 8, 32 and 256. An engine that spent no time outside the model and ran every row at the best
+of those rates (up to its ``max_batch_size``) would take (engine rows / best rate) seconds; the
+naive loop's measured time over that is the ``bound`` on the speed-up this model allows, and the
+table reports the engine's speed-up as a share of it. ``bf16``: the engine with bfloat16 weights
+(fast on CPUs with AVX512-BF16 or AMX), and how far its divergences move from float32's.
+Prints a table and writes ``benchmarks/results/bench_engine.json``.
 
     python benchmarks/bench_engine.py [--quick]
 """
@@ -18,6 +26,7 @@ import multiprocessing as mp
 import platform
 import resource
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -36,14 +45,18 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * resource.getpagesize()
 
 
-def _load(model: str):
+def _load(model: str, dtype: str = "float32"):
     from conjure_metrics import DiffusersDenoiser
     from conjure_metrics.denoisers.loading import embedded_model_path
     from conjure_metrics.tiny import build_tiny_components
 
     if model == "conjure-zoo":
-        return DiffusersDenoiser.from_pretrained(embedded_model_path())
-    return DiffusersDenoiser(**build_tiny_components(sample_size=32))
+        return DiffusersDenoiser.from_pretrained(embedded_model_path(), torch_dtype=getattr(torch, dtype))
+    denoiser = DiffusersDenoiser(**build_tiny_components(sample_size=32))
+    if dtype != "float32":
+        denoiser.unet.to(getattr(torch, dtype))
+        denoiser.text_encoder.to(getattr(torch, dtype))
+    return denoiser
 
 
 def _pairs(n: int, workload: str) -> tuple[list[str], list[str]]:
@@ -67,7 +80,9 @@ def measure(config: dict) -> dict:
     from conjure_metrics import jeffreys_terms
 
     torch.manual_seed(0)
-    denoiser = InstrumentedDenoiser(_load(config["model"]))
+    denoiser = InstrumentedDenoiser(_load(config["model"], config.get("dtype", "float32")))
+    if config["engine"] == "ceiling":
+        return dict(config, rows_per_s=_bare_rows_per_s(denoiser, config["max_batch_size"], config["seconds"]))
     settings = dict(num_steps=config["num_steps"], num_samples=config["num_samples"], guidance_scale=config["guidance"], seed=0)
     a, b = _pairs(config["pairs"], config["workload"])
     jeffreys_terms(a[:1], b[:1], denoiser, max_batch_size=8, **dict(settings, num_steps=1, num_samples=1))  # warm-up
@@ -75,20 +90,81 @@ def measure(config: dict) -> dict:
     baseline = _rss_bytes()
     start = time.perf_counter()
     if config["engine"] == "batched":
-        jeffreys_terms(a, b, denoiser, max_batch_size=config["max_batch_size"], **settings)
+        divergence = jeffreys_terms(a, b, denoiser, max_batch_size=config["max_batch_size"], **settings).divergence("simple")
     else:
-        for x, y in zip(a, b):
-            naive_divergence(x, y, denoiser, **settings)
+        divergence = torch.stack([naive_divergence(x, y, denoiser, **settings).mean() for x, y in zip(a, b)])
     wall = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return dict(config, wall_s=wall, pairs_per_s=config["pairs"] / wall, denoiser_calls=denoiser.calls,
                 denoiser_rows=denoiser.rows, denoiser_share=denoiser.seconds / wall,
-                peak_working_mb=max(peak - baseline, 0) / 2**20)
+                peak_working_mb=max(peak - baseline, 0) / 2**20, divergence=divergence.tolist())
+
+
+def _bare_rows_per_s(denoiser, batch: int, seconds: float) -> float:
+    """The model alone on random inputs at a mid-chain timestep: rows/s at this batch size."""
+    x = torch.randn(batch, *denoiser.sample_shape)
+    conditioning = denoiser.encode_prompts(["a red fox"] * batch)
+    timestep = torch.full((batch,), 500.0)
+    with torch.inference_mode():
+        denoiser.predict_noise(x, timestep, conditioning)
+        rows, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            denoiser.predict_noise(x, timestep, conditioning)
+            rows += batch
+        return rows / (time.perf_counter() - start)
 
 
 def _run_isolated(config: dict) -> dict:
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(measure, (config,))
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(measure, config).result()
+
+
+def _compare_with_naive(row: dict, naive: dict, ceilings: list[dict]) -> None:
+    """Speed-up over the naive loop, the bound the model's batching allows, and the divergence error."""
+    row["speedup_vs_naive"] = row["pairs_per_s"] / naive["pairs_per_s"]
+    row["max_rel_diff_vs_naive"] = max(abs(x - y) / abs(y) for x, y in zip(row["divergence"], naive["divergence"]))
+    rates = [c["rows_per_s"] for c in ceilings if c["engine"] == "ceiling" and c["model"] == row["model"]
+             and c["max_batch_size"] <= row["max_batch_size"]]
+    if row["engine"] == "batched" and row.get("dtype", "float32") == "float32" and rates:
+        fastest_engine_s = row["denoiser_rows"] / max(rates)
+        bound = naive["wall_s"] / fastest_engine_s
+        row["attainable_speedup"] = bound
+        row["share_of_attainable"] = row["speedup_vs_naive"] / bound
+
+
+def _compare_with_float32(row: dict, reference: dict) -> None:
+    """How far reduced-precision divergences move from the float32 engine's, for the same pairs and seed."""
+    from scipy.stats import spearmanr
+
+    low, full = torch.tensor(row["divergence"]), torch.tensor(reference["divergence"])
+    relative = (low - full) / full.abs()
+    row["median_rel_diff_vs_float32"] = float(relative.median())
+    row["max_abs_rel_diff_vs_float32"] = float(relative.abs().max())
+    row["spearman_vs_float32"] = float(spearmanr(low.numpy(), full.numpy()).statistic)
+
+
+def _print_table(args: argparse.Namespace, rows: list[dict]) -> None:
+    print(f"T={args.steps}, k={args.samples}, guidance {args.guidance}, torch threads {torch.get_num_threads()}")
+    print(f"{'model':>16} {'batch':>6} {'bare model rows/s':>18}")
+    for r in rows:
+        if r["engine"] == "ceiling":
+            print(f"{r['model']:>16} {r['max_batch_size']:>6} {r['rows_per_s']:>18.1f}")
+    print(f"{'model':>16} {'workload':>8} {'pairs':>5} {'engine':>7} {'dtype':>8} {'max_bs':>6} {'pairs/s':>8} {'calls':>6} "
+          f"{'rows':>7} {'in model':>8} {'peak MB':>8} {'vs naive':>8} {'bound':>6} {'of bound':>8} {'max rel diff':>12}")
+    for r in rows:
+        if r["engine"] == "ceiling":
+            continue
+        def fmt(key, spec):
+            return format(r[key], spec) if key in r else "n/a"
+        print(f"{r['model']:>16} {r['workload']:>8} {r['pairs']:>5} {r['engine']:>7} {r.get('dtype', 'float32'):>8} "
+              f"{r['max_batch_size']:>6} {r['pairs_per_s']:>8.3f} {r['denoiser_calls']:>6} {r['denoiser_rows']:>7} "
+              f"{r['denoiser_share']:>8.1%} {r['peak_working_mb']:>8.1f} {fmt('speedup_vs_naive', '7.2f'):>8} "
+              f"{fmt('attainable_speedup', '5.2f'):>6} {fmt('share_of_attainable', '8.0%'):>8} {fmt('max_rel_diff_vs_naive', '12.1e'):>12}")
+    for r in rows:
+        if "spearman_vs_float32" in r:
+            print(f"{r['model']} {r['dtype']} vs float32, {r['pairs']} pairs: median relative difference "
+                  f"{r['median_rel_diff_vs_float32']:+.1%}, largest {r['max_abs_rel_diff_vs_float32']:.1%}, "
+                  f"Spearman {r['spearman_vs_float32']:.3f}")
 
 
 def main() -> None:
@@ -113,6 +189,9 @@ def main() -> None:
     base = dict(num_steps=args.steps, num_samples=args.samples, guidance=args.guidance)
     rows = []
     for model in models:
+        for batch in (1, 8, 32, 256):
+            rows.append(_run_isolated(dict(base, model=model, workload="bare model", pairs=0, engine="ceiling",
+                                           max_batch_size=batch, seconds=1.0 if args.quick else 8.0)))
         for workload, pairs in workloads:
             group = []
             for max_batch_size in (32, 256):
@@ -121,19 +200,18 @@ def main() -> None:
             if pairs <= 21:
                 group.append(_run_isolated(dict(base, model=model, workload=workload, pairs=pairs, engine="naive",
                                                 max_batch_size=1)))
+            if model == "conjure-zoo" and (workload, pairs) == ("distinct", 16):
+                group.append(_run_isolated(dict(base, model=model, workload=workload, pairs=pairs, engine="batched",
+                                                max_batch_size=32, dtype="bfloat16")))
             naive = next((r for r in group if r["engine"] == "naive"), None)
             for row in group:
                 if naive is not None:
-                    row["speedup_vs_naive"] = row["pairs_per_s"] / naive["pairs_per_s"]
+                    _compare_with_naive(row, naive, rows)
+                if row.get("dtype", "float32") != "float32":
+                    _compare_with_float32(row, group[0])
             rows += group
 
-    header = f"{'model':>16} {'workload':>8} {'pairs':>5} {'engine':>7} {'max_bs':>6} {'pairs/s':>8} {'calls':>6} {'rows':>7} {'in model':>8} {'peak MB':>8} {'vs naive':>8}"
-    print(f"T={args.steps}, k={args.samples}, guidance {args.guidance}, torch threads {torch.get_num_threads()}")
-    print(header)
-    for r in rows:
-        speedup = f"{r['speedup_vs_naive']:.2f}x" if "speedup_vs_naive" in r else "n/a"
-        print(f"{r['model']:>16} {r['workload']:>8} {r['pairs']:>5} {r['engine']:>7} {r['max_batch_size']:>6} {r['pairs_per_s']:>8.3f} "
-              f"{r['denoiser_calls']:>6} {r['denoiser_rows']:>7} {r['denoiser_share']:>8.1%} {r['peak_working_mb']:>8.1f} {speedup:>8}")
+    _print_table(args, rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": f"{platform.machine()} {mp.cpu_count()} cores", "torch": torch.__version__,
                                           "settings": vars(args), "rows": rows}, indent=2))

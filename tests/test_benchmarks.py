@@ -28,9 +28,25 @@ def test_bench_gpu_runs_on_cpu_at_a_tiny_size(tmp_path):
     assert 0 < result["engine_share_of_ceiling"] and result["projected_stsb_test_minutes"] > 0
 
 
+def test_bench_gpu_compiled_and_tuned_path_runs_on_cpu(tmp_path):
+    # The GPU session runs --compile --cuda-graphs --tuned; all but the CUDA graphs can run here.
+    out = tmp_path / "gpu_compiled.json"
+    _run("bench_gpu.py", "--tiny", "--device", "cpu", "--pairs", "2", "--steps", "2", "--samples", "1",
+         "--repeats", "1", "--max-batch-size", "8", "--compile", "--tuned", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["settings"]["compile"] and result["settings"]["tuned"]
+    assert result["engine_evals_per_s"] > 0 and result["unet_ceiling_evals_per_s"] > 0
+
+
 def test_bench_engine_quick_run_compares_with_the_naive_loop(tmp_path):
     out = tmp_path / "engine.json"
     stdout = _run("bench_engine.py", "--quick", "--steps", "2", "--samples", "2", "--out", str(out))
     rows = json.loads(out.read_text())["rows"]
-    assert {r["engine"] for r in rows} == {"batched", "naive"}
-    assert all(r["speedup_vs_naive"] > 0 for r in rows) and "vs naive" in stdout
+    assert {r["engine"] for r in rows} == {"batched", "naive", "ceiling"}
+    runs = [r for r in rows if r["engine"] != "ceiling"]
+    assert all(r["speedup_vs_naive"] > 0 for r in runs) and "vs naive" in stdout
+    # Same seed, same chain: the engine's divergences are the naive loop's.
+    assert all(r["max_rel_diff_vs_naive"] < 1e-4 for r in runs)
+    batched = [r for r in runs if r["engine"] == "batched"]
+    assert all(r["attainable_speedup"] > 1 and r["share_of_attainable"] > 0 for r in batched)
+    assert all(r["rows_per_s"] > 0 for r in rows if r["engine"] == "ceiling")
