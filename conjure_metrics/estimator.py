@@ -323,16 +323,19 @@ def _evaluate(
     With ``states_identical`` (all trajectories at the same state) each (model, prompt) is evaluated
     once and shared by every trajectory.
     """
-    out = torch.zeros((len(plan.requests), *x.shape[1:]), dtype=x.dtype, device=x.device)
     if states_identical:
         keys = (plan.request_model * (plan.request_row.max() + 1) + plan.request_row)[requests]
         unique_keys, inverse = torch.unique(keys, return_inverse=True)
         first = torch.full((len(unique_keys),), len(keys), dtype=torch.long).scatter_reduce(
             0, inverse, torch.arange(len(keys)), reduce="amin")
-        out[requests.to(x.device)] = _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits,
-                                                        requests[first])[inverse.to(x.device)]
+        predictions = _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits,
+                                         requests[first])[inverse.to(x.device)]
     else:
-        out[requests.to(x.device)] = _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits, requests)
+        predictions = _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits, requests)
+    if len(requests) == len(plan.requests):  # all of them, in order: nothing to place
+        return predictions
+    out = torch.zeros((len(plan.requests), *x.shape[1:]), dtype=x.dtype, device=x.device)
+    out[requests.to(x.device)] = predictions
     return out
 
 
