@@ -75,6 +75,7 @@ def measure(config: dict) -> dict:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_gpu import unet_ceiling
     from naive_reference import naive_divergence
 
     from conjure_metrics import jeffreys_terms
@@ -82,7 +83,7 @@ def measure(config: dict) -> dict:
     torch.manual_seed(0)
     denoiser = InstrumentedDenoiser(_load(config["model"], config.get("dtype", "float32")))
     if config["engine"] == "ceiling":
-        return dict(config, rows_per_s=_bare_rows_per_s(denoiser, config["max_batch_size"], config["seconds"]))
+        return dict(config, rows_per_s=unet_ceiling(denoiser, "cpu", config["max_batch_size"], 1, config["seconds"]))
     settings = dict(num_steps=config["num_steps"], num_samples=config["num_samples"], guidance_scale=config["guidance"], seed=0)
     a, b = _pairs(config["pairs"], config["workload"])
     jeffreys_terms(a[:1], b[:1], denoiser, max_batch_size=8, **dict(settings, num_steps=1, num_samples=1))  # warm-up
@@ -98,20 +99,6 @@ def measure(config: dict) -> dict:
     return dict(config, wall_s=wall, pairs_per_s=config["pairs"] / wall, denoiser_calls=denoiser.calls,
                 denoiser_rows=denoiser.rows, denoiser_share=denoiser.seconds / wall,
                 peak_working_mb=max(peak - baseline, 0) / 2**20, divergence=divergence.tolist())
-
-
-def _bare_rows_per_s(denoiser, batch: int, seconds: float) -> float:
-    """The model alone on random inputs at a mid-chain timestep: rows/s at this batch size."""
-    x = torch.randn(batch, *denoiser.sample_shape)
-    conditioning = denoiser.encode_prompts(["a red fox"] * batch)
-    timestep = torch.full((batch,), 500.0)
-    with torch.inference_mode():
-        denoiser.predict_noise(x, timestep, conditioning)
-        rows, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            denoiser.predict_noise(x, timestep, conditioning)
-            rows += batch
-        return rows / (time.perf_counter() - start)
 
 
 def _run_isolated(config: dict) -> dict:
