@@ -143,6 +143,7 @@ def main() -> None:
     args = parser.parse_args()
 
     dtype = getattr(torch, args.dtype)
+    started = time.perf_counter()
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -157,8 +158,13 @@ def main() -> None:
         # One fixed micro-batch shape: one graph (and with CUDA graphs one recording), no recompiles.
         denoiser = CompiledDenoiser(denoiser, batch_size=args.max_batch_size,
                                     mode="reduce-overhead" if args.cuda_graphs else None)
+    built = time.perf_counter()
     ceiling = unet_ceiling(denoiser, args.device, args.max_batch_size, args.repeats)
+    measured_ceiling = time.perf_counter()
     engine_evals, pairs_per_s = engine_throughput(denoiser, args.device, args.pairs, args)
+    # Wall-clock per stage (compilation happens in the ceiling's warm-up), to size device runs.
+    seconds = dict(build=built - started, ceiling_with_compile=measured_ceiling - built,
+                   engine=time.perf_counter() - measured_ceiling, total=time.perf_counter() - started)
 
     card = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in card), None)
@@ -175,12 +181,14 @@ def main() -> None:
         "mfu_ceiling": None if peak is None else flops * ceiling / (peak * 1e12),
         "mfu_engine": None if peak is None else flops * engine_evals / (peak * 1e12),
         "projected_stsb_test_minutes": STSB_TEST_PAIRS / pairs_per_s / 60,
+        "seconds": seconds,
     }
     print(f"{card}: UNet {result['unet_params_m']:.0f} M params, {result['gflops_per_unet_eval']:.1f} GFLOP/eval, {args.dtype}")
     for key in ("unet_ceiling_evals_per_s", "engine_evals_per_s", "engine_pairs_per_s", "unet_evals_per_pair",
                 "engine_share_of_ceiling", "mfu_ceiling", "mfu_engine", "projected_stsb_test_minutes"):
         value = result[key]
         print(f"  {key:>30}: {'n/a' if value is None else f'{value:.4g}'}")
+    print("  seconds: " + ", ".join(f"{stage} {value:.0f}" for stage, value in seconds.items()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

@@ -14,6 +14,8 @@ Stage 2 (default): from those terms alone, for each weighting,
   than from a handful of repeats; and the Spearman correlation between two independent runs,
 * a per-step sample allocation (step ``t`` measured on the first ``M_t`` samples only, each
   sample run only as deep as it is measured), fitted on half of the pairs and judged on the other,
+* one shared chain for both prompts, reweighted by importance sampling (half the calls per sample):
+  how many more samples its weights would cost, from each pair's measured path KL,
 * with the T=5 terms: rankings of the coarser chain against the T=10 estimand and the ground truth.
 
     python benchmarks/variance_study.py --collect [--pairs 32 --samples 24 --steps 10]
@@ -217,6 +219,7 @@ def analyse(args: argparse.Namespace) -> None:
                                                step_share_of_mean=(terms.sum(dim=2).mean(dim=1)[keep]
                                                                    / mean[keep, None]).mean(dim=0).tolist(),
                                                per_sample_relative_sd=float((total_var.sqrt() / mean)[keep].mean()))
+    report["shared_midpoint_chain"] = shared_chain(torch.cat(store["girsanov"]))
     report["fewer_steps"] = fewer_steps(store)
     _print_report(report, paper_rows)
     out = RESULTS / "variance_study.json"
@@ -261,6 +264,30 @@ def cheap_predictors(terms: torch.Tensor, settings: dict) -> dict:
                            mean_variance_ratio=float(gain.mean())))
     return dict(step0_correlation_mean=float(step0.mean()), noise_means_r2_mean=float(r2.mean()),
                 noise_means_r2_chance=(design.shape[1] - 1) / (samples - 1), prefixes=prefix)
+
+
+def midpoint_weight_relative_variance(jeffreys: torch.Tensor) -> torch.Tensor:
+    """log(1 + relative variance) of the importance weights ``(dP1/dQ + dP2/dQ) / 2`` of a chain ``Q``
+    whose Gaussian transitions are the midpoint of the two prompts' (3 calls per state, one trajectory
+    instead of two), for pairs with Jeffreys divergence ``jeffreys`` in nats.
+
+    Each step's log-likelihood ratio is Gaussian with variance ``|Δμ|² / (4 σ²)``; summed over the path
+    that is ``s² = J / 4`` (exact when Δμ does not depend on the path, the leading term otherwise), so
+    the weights are ``exp(-s²/2) cosh(M)``, ``M ~ N(0, s²)``: mean 1, second moment
+    ``(1 + exp(2 s²)) / (2 exp(s²)) = cosh(s²)``. An importance-sampling estimate needs about that
+    many times the samples (Kong's effective sample size), log-space because ``J`` reaches thousands.
+    """
+    s2 = jeffreys.double() / 4
+    return torch.logaddexp(s2, -s2) - torch.log(torch.tensor(2.0, dtype=torch.float64))
+
+
+def shared_chain(girsanov: torch.Tensor) -> dict:
+    """Importance sampling from one midpoint chain, judged by the pairs' measured path KL (nats)."""
+    jeffreys = girsanov.sum(dim=(2, 3)).mean(dim=1)  # (pairs,) exact Jeffreys divergence of the chains
+    log_factor = midpoint_weight_relative_variance(jeffreys) + torch.log(torch.tensor(0.5, dtype=torch.float64))
+    return dict(jeffreys_nats_min=float(jeffreys.min()), jeffreys_nats_median=float(jeffreys.median()),
+                log10_calls_factor_best_pair=float(log_factor.min() / torch.log(torch.tensor(10.0))),
+                log10_calls_factor_median_pair=float(log_factor.median() / torch.log(torch.tensor(10.0))))
 
 
 def fewer_steps(store10: dict, repeats: int = 200) -> list[dict] | None:
@@ -320,6 +347,11 @@ def _print_report(report: dict, paper_rows: int) -> None:
           f"(chance {cheap['noise_means_r2_chance']:.2f})")
     print("  prefix steps / mean correlation / cost share / multi-fidelity variance at equal cost: " + "; ".join(
         f"{c['steps']}: {c['mean_rho']:.2f}/{c['cost_share']:.2f}/{c['mean_variance_ratio']:.2f}" for c in cheap["prefixes"]))
+    shared = report["shared_midpoint_chain"]
+    print(f"\n[both] one midpoint chain for both prompts, importance-weighted (half the calls per sample): path "
+          f"Jeffreys {shared['jeffreys_nats_min']:.0f} nats (closest pair) to {shared['jeffreys_nats_median']:.0f} (median), "
+          f"so its weights need 10^{shared['log10_calls_factor_best_pair']:.1f} (closest pair) to "
+          f"10^{shared['log10_calls_factor_median_pair']:.0f} times the paper's calls")
     if report.get("fewer_steps"):
         print("\n[simple] fewer steps: rankings against the T=10 estimand (12-sample reference) and the ground truth")
         print(f"  {'estimator':>12} {'calls/pair':>10} {'share of paper calls':>20} {'Spearman vs T=10':>16} {'Spearman vs truth':>17}")

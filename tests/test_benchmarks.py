@@ -26,6 +26,9 @@ def test_bench_gpu_runs_on_cpu_at_a_tiny_size(tmp_path):
     result = json.loads(out.read_text())
     assert result["gflops_per_unet_eval"] > 0 and result["engine_evals_per_s"] > 0
     assert 0 < result["engine_share_of_ceiling"] and result["projected_stsb_test_minutes"] > 0
+    stages = result["seconds"]
+    assert all(stages[k] > 0 for k in ("build", "ceiling_with_compile", "engine"))
+    assert stages["total"] >= stages["build"] + stages["ceiling_with_compile"] + stages["engine"] - 1e-6
 
 
 def test_bench_gpu_compiled_and_tuned_path_runs_on_cpu(tmp_path):
