@@ -6,6 +6,7 @@ state (distributed reduction, dtype protection, checkpoint persistence, devices)
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -14,6 +15,17 @@ from torchmetrics import Metric
 
 _SUM_STATES = ("similarity_sum", "divergence_sum", "num_pairs")
 _PAIR_STATES = ("pair_similarity", "pair_divergence", "pair_stderr")
+# What torchmetrics' forward() changes before calling update(): restored if update() raises.
+_FORWARD_ATTRIBUTES = ("_update_count", "_computed", "_forward_cache", "_cache", "_is_synced", "_to_sync",
+                       "_should_unsync", "_enable_grad", "compute_on_cpu")
+
+
+class SharedModels(tuple):
+    """The models a metric uses but does not own: ``metric.clone()`` / ``deepcopy`` (MetricTracker,
+    MetricCollection) share them instead of copying a whole diffusion model or language model."""
+
+    def __deepcopy__(self, memo: dict) -> "SharedModels":
+        return self
 
 
 class PairSimilarityMetric(Metric):
@@ -22,7 +34,10 @@ class PairSimilarityMetric(Metric):
     States are float64 sums (``dist_reduce_fx="sum"``) and per-pair ``cat`` lists, persistent (a
     checkpoint resumes them exactly); no dtype cast touches them, and they follow the device. Models
     a subclass keeps in ``self._models`` (a tuple, so their weights stay out of ``state_dict``) move
-    with the metric's device.
+    with the metric's device and are shared, not copied, by ``clone()``.
+
+    A call that raises (bad prompts, an unknown prompt, a model returning NaN), through ``update()``
+    or ``forward()``, leaves every accumulator and counter as it was.
     """
 
     is_differentiable = False
@@ -40,11 +55,39 @@ class PairSimilarityMetric(Metric):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._models: tuple = ()
+        self._models: tuple = SharedModels()
         for name in _SUM_STATES:
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum", persistent=True)
         for name in _PAIR_STATES:
             self.add_state(name, default=[], dist_reduce_fx="cat", persistent=True)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        # torchmetrics' forward() resets the state to score the batch alone and merges the global
+        # state back only after update() succeeds: if update() raises, put everything back.
+        states = {name: list(value) if isinstance(value, list) else value
+                  for name, value in ((name, getattr(self, name)) for name in self._defaults)}
+        attributes = {name: getattr(self, name) for name in _FORWARD_ATTRIBUTES}
+        try:
+            return super().forward(*args, **kwargs)
+        except Exception:
+            for name, value in {**states, **attributes}.items():
+                setattr(self, name, value)
+            raise
+
+    def _wrap_update(self, update: Callable) -> Callable:
+        wrapped = super()._wrap_update(update)
+
+        @functools.wraps(update)
+        def keep_counters_on_failure(*args: Any, **kwargs: Any) -> None:
+            # torchmetrics counts the update before running it; a failed one did not happen.
+            count, computed = self._update_count, self._computed
+            try:
+                wrapped(*args, **kwargs)
+            except Exception:
+                self._update_count, self._computed = count, computed
+                raise
+
+        return keep_counters_on_failure
 
     def _accumulate(self, similarity: Tensor, divergence: Tensor, stderr: Tensor) -> None:
         """Add one batch of per-pair results (call only once everything that can fail has run)."""
@@ -84,14 +127,18 @@ class PairSimilarityMetric(Metric):
         # Let torchmetrics move everything else, then move the accumulators ourselves: device only,
         # so Lightning's precision="bf16-true" (module.to(dtype)) cannot round the float64 sums.
         states = tuple(self._defaults)
+        device_before = self._device
         this = super()._apply(fn, exclude_state=tuple(exclude_state) + states)
         device = this._device
         for name in states:
             this._defaults[name] = _to_device(this._defaults[name], device)
             setattr(this, name, _to_device(getattr(this, name), device))
-        for model in getattr(this, "_models", ()):
-            if model is not None and model.device != device:
-                model.to(device)
+        # Models follow device moves only: a dtype cast or share_memory() keeps the device, and must
+        # not pull a model the user put on a GPU back to the metric's (default CPU) device.
+        if device != device_before:
+            for model in getattr(this, "_models", ()):
+                if model is not None and model.device != device:
+                    model.to(device)
         return this
 
     def _sync_dist(self, dist_sync_fn: Callable = None, process_group: Optional[Any] = None) -> None:

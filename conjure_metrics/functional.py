@@ -106,19 +106,30 @@ def conjure_similarity(
     )
 
 
+def check_chain_settings(denoiser: Denoiser, num_steps: int, min_timestep: float, weighting: Weighting) -> None:
+    """Settings that only the model's reverse chain can rule out: a ``min_timestep`` that leaves out
+    every step (the divergence would be 0 for any pair), ``girsanov`` on a deterministic sampler."""
+    chain = denoiser.reverse_chain(int(num_steps))
+    included = chain.timesteps.double() >= min_timestep
+    if not included.any():
+        raise ValueError(
+            f"min_timestep={min_timestep} leaves out every step: this model's {int(num_steps)}-step chain runs "
+            f"from timestep {int(chain.timesteps.max())} down to {int(chain.timesteps.min())}"
+        )
+    if weighting == "girsanov" and not (chain.stochastic & included).any():
+        raise ValueError(
+            "weighting='girsanov' needs stochastic steps (at or above min_timestep): a deterministic "
+            "sampler has no finite path KL; use weighting='simple' or an ancestral sampler"
+        )
+
+
 def score_pairs(
     prompts_a: Sequence[str], prompts_b: Sequence[str], denoiser_a: Denoiser, denoiser_b: Denoiser | None, *,
     num_steps: int, num_samples: int, guidance_scale: float, weighting: Weighting, seed: int, max_batch_size: int,
     min_timestep: float, progress_bar: bool | None, target_stderr: float | None = None, max_samples: int | None = None,
 ) -> ConjureResult:
     """The computation :func:`conjure_similarity` and the metric share, on checked arguments and loaded models."""
-    if weighting == "girsanov":
-        chain = denoiser_a.reverse_chain(int(num_steps))
-        if not (chain.stochastic & (chain.timesteps.double() >= min_timestep)).any():
-            raise ValueError(
-                "weighting='girsanov' needs stochastic steps (at or above min_timestep): a deterministic "
-                "sampler has no finite path KL; use weighting='simple' or an ancestral sampler"
-            )
+    check_chain_settings(denoiser_a, num_steps, min_timestep, weighting)
     settings = dict(num_steps=int(num_steps), guidance_scale=float(guidance_scale), seed=int(seed),
                     max_batch_size=int(max_batch_size), min_timestep=float(min_timestep), progress_bar=progress_bar)
     if target_stderr is None:

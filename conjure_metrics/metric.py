@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from conjure_metrics.accumulators import PairSimilarityMetric
+from conjure_metrics.accumulators import PairSimilarityMetric, SharedModels
 from conjure_metrics.denoisers.loading import ModelLike, load_denoiser
 from conjure_metrics.estimator import Weighting
-from conjure_metrics.functional import score_pairs
+from conjure_metrics.functional import check_chain_settings, score_pairs
 from conjure_metrics.validation import check_prompts, check_settings
 
 if TYPE_CHECKING:
@@ -92,10 +92,11 @@ class ConjureSimilarity(PairSimilarityMetric):
         load_kwargs = load_kwargs or {}
         # A tuple, not attributes: nn.Module would register module-typed denoisers, and their weights
         # would land in state_dict and in every Lightning checkpoint (Lightning #4361).
-        self._models = (
+        self._models = SharedModels((
             load_denoiser(model, "model", **load_kwargs),
             None if model_b is None else load_denoiser(model_b, "model_b", **load_kwargs),
-        )
+        ))
+        check_chain_settings(self._models[0], num_steps, min_timestep, weighting)
 
     @property
     def denoiser(self):

@@ -1,9 +1,13 @@
 """CompiledDenoiser: fixed-size model calls (for torch.compile / CUDA graphs) with unchanged results."""
 
+import copy
+import pickle
+
 import pytest
 import torch
 
-from conjure_metrics import CompiledDenoiser, conjure_similarity, jeffreys_terms
+from conjure_metrics import CompiledDenoiser, ConjureSimilarity, conjure_similarity, jeffreys_terms
+from conjure_metrics.denoisers.instrumented import InstrumentedDenoiser
 from helpers import gaussian_model
 
 
@@ -66,3 +70,20 @@ def test_compiled_tiny_unet_matches_eager_and_compiles_a_single_graph():
     slow = conjure_similarity(prompts_a, prompts_b, eager, **settings)
     torch.testing.assert_close(fast.divergence, slow.divergence, rtol=1e-3, atol=1e-6)
     assert (slow.divergence > 0).all()
+
+
+@pytest.mark.parametrize("wrap", [lambda m: CompiledDenoiser(m, batch_size=8, compile=False), InstrumentedDenoiser],
+                         ids=["compiled", "instrumented"])
+def test_wrapped_models_can_be_copied_and_pickled_inside_a_metric(wrap):
+    # copy and pickle rebuild the wrapper before its ``inner`` exists: attribute forwarding must not recurse.
+    settings = dict(num_steps=3, num_samples=2, guidance_scale=2.0)
+    metric = ConjureSimilarity(wrap(gaussian_model()), **settings)
+    metric.update(["tiger"], ["zebra"])
+    for copied in (metric.clone(), pickle.loads(pickle.dumps(metric)), copy.copy(metric.denoiser)):
+        assert copied is not None
+    restored = pickle.loads(pickle.dumps(metric))
+    restored.update(["tiger"], ["fox"])
+    metric.update(["tiger"], ["fox"])
+    torch.testing.assert_close(restored.compute(), metric.compute())
+    with pytest.raises(AttributeError):
+        metric.denoiser.no_such_attribute

@@ -122,21 +122,50 @@ def test_to_the_same_device_keeps_the_metric_working():
 
 
 BAD_UPDATES = [
-    ("prompts_a", TypeError, lambda m: m.update("tiger", ["zebra"])),
-    ("prompts_b", TypeError, lambda m: m.update(["tiger"], [3])),
-    ("prompts_a and prompts_b", ValueError, lambda m: m.update(["tiger"], ["zebra", "fox"])),
-    ("empty", ValueError, lambda m: m.update([], [])),
+    ("prompts_a", TypeError, ("tiger", ["zebra"])),
+    ("prompts_b", TypeError, (["tiger"], [3])),
+    ("prompts_a and prompts_b", ValueError, (["tiger"], ["zebra", "fox"])),
+    ("empty", ValueError, ([], [])),
+    ("no distribution", ValueError, (["tiger"], ["an unknown prompt"])),  # raised inside the model
 ]
 
 
-@pytest.mark.parametrize("name,error,call", BAD_UPDATES, ids=[b[0] for b in BAD_UPDATES])
-def test_bad_prompts_raise_and_leave_state_unchanged(name, error, call):
+@pytest.mark.parametrize("through", ["update", "forward"])
+@pytest.mark.parametrize("name,error,args", BAD_UPDATES, ids=[b[0] for b in BAD_UPDATES])
+def test_bad_prompts_raise_and_leave_state_unchanged(name, error, args, through):
     metric = ConjureSimilarity(gaussian_model(), **SETTINGS)
     metric.update(A, B)
     before = _state(metric)
     with pytest.raises(error, match=name):
-        call(metric)
+        metric.update(*args) if through == "update" else metric(*args)
     _assert_same_state(before, _state(metric))
+    # torchmetrics' forward() resets the state and changes the sync flags before update() runs.
+    assert metric._update_count == 1
+    assert (metric._to_sync, metric._should_unsync, metric._enable_grad) == (True, True, False)
+    metric(A[:1], B[:1])
+    assert metric._update_count == 2 and metric.num_pairs == len(A) + 1
+
+
+def test_clone_shares_the_model_and_copies_the_state():
+    metric = ConjureSimilarity(gaussian_model(), **SETTINGS)
+    metric.update(A[:2], B[:2])
+    clone = metric.clone()
+    assert clone.denoiser is metric.denoiser  # not a copy of the whole model
+    before = _state(metric)
+    clone.update(A[2:], B[2:])
+    _assert_same_state(before, _state(metric))
+    assert clone.num_pairs == len(A) and metric.num_pairs == 2
+
+
+def test_dtype_casts_do_not_move_the_model():
+    model = gaussian_model()
+    metric = ConjureSimilarity(model, **SETTINGS)
+    model.to("meta")  # stands for a GPU the user put the model on, while the metric stays on the CPU
+    for cast in (metric.half, metric.float, lambda: metric.to(torch.bfloat16), lambda: metric.set_dtype(torch.float16)):
+        cast()
+        assert model.device.type == "meta"
+    metric.to("cpu")  # the metric's device did not change either
+    assert model.device.type == "meta"
 
 
 BAD_SETTINGS = [
@@ -150,6 +179,7 @@ BAD_SETTINGS = [
     ("max_batch_size", ValueError, dict(max_batch_size=0)),
     ("target_stderr", ValueError, dict(target_stderr=0.0)),
     ("max_samples", ValueError, dict(num_samples=4, target_stderr=0.1, max_samples=2)),
+    ("min_timestep", ValueError, dict(min_timestep=5000)),  # above every step: the divergence would be 0
 ]
 
 

@@ -52,7 +52,12 @@ class CompiledDenoiser:
         self._predict = torch.compile(denoiser.predict_noise, mode=mode, dynamic=False) if compile else denoiser.predict_noise
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        # Only called for names not found normally. While copy/pickle rebuild the object, ``inner``
+        # is not set yet: looking it up through here again would recurse forever.
+        inner = self.__dict__.get("inner")
+        if inner is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(inner, name)
 
     def to(self, device: torch.device | str) -> "CompiledDenoiser":
         self.inner.to(device)

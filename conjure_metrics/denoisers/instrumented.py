@@ -33,7 +33,12 @@ class InstrumentedDenoiser:
         self.seconds = 0.0
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+        # Only called for names not found normally. While copy/pickle rebuild the object, ``inner``
+        # is not set yet: looking it up through here again would recurse forever.
+        inner = self.__dict__.get("inner")
+        if inner is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(inner, name)
 
     def reset(self) -> None:
         self.calls, self.rows, self.seconds = 0, 0, 0.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from conjure_metrics.accumulators import PairSimilarityMetric
+from conjure_metrics.accumulators import PairSimilarityMetric, SharedModels
 from conjure_metrics.validation import check_prompts
 
 from .estimator import Distance
@@ -67,7 +67,7 @@ class TrajectorySimilarity(PairSimilarityMetric):
         language_model, self.tokenizer = load_language_model(model, tokenizer, **(load_kwargs or {}))
         # A tuple, not an attribute: nn.Module would register the LM, and its weights would land in
         # state_dict and in every Lightning checkpoint (Lightning #4361).
-        self._models = (language_model,)
+        self._models = SharedModels((language_model,))
 
     @property
     def language_model(self):

@@ -94,22 +94,33 @@ def test_reset_clears_the_accumulators(lm):
 
 
 BAD_UPDATES = [
-    ("prompts_a", TypeError, lambda m: m.update("a red fox", ["a zebra"])),
-    ("prompts_b", TypeError, lambda m: m.update(["a red fox"], [3])),
-    ("prompts_a and prompts_b", ValueError, lambda m: m.update(["a red fox"], ["a zebra", "a fox"])),
-    ("empty", ValueError, lambda m: m.update([], [])),
-    ("max_new_tokens", ValueError, lambda m: m.update([" ".join(["red"] * 30)], ["a fox"])),
+    ("prompts_a", TypeError, ("a red fox", ["a zebra"])),
+    ("prompts_b", TypeError, (["a red fox"], [3])),
+    ("prompts_a and prompts_b", ValueError, (["a red fox"], ["a zebra", "a fox"])),
+    ("empty", ValueError, ([], [])),
+    ("max_new_tokens", ValueError, ([" ".join(["red"] * 30)], ["a fox"])),
 ]
 
 
-@pytest.mark.parametrize("name,error,call", BAD_UPDATES, ids=[b[0] for b in BAD_UPDATES])
-def test_bad_prompts_raise_naming_the_argument_and_leave_state_unchanged(lm, name, error, call):
+@pytest.mark.parametrize("through", ["update", "forward"])
+@pytest.mark.parametrize("name,error,args", BAD_UPDATES, ids=[b[0] for b in BAD_UPDATES])
+def test_bad_prompts_raise_naming_the_argument_and_leave_state_unchanged(lm, name, error, args, through):
     metric = _metric(lm)
     metric.update(A[:2], B[:2])
     before = _state(metric)
     with pytest.raises(error, match=name):
-        call(metric)
+        metric.update(*args) if through == "update" else metric(*args)
     _assert_same_state(before, _state(metric))
+    assert metric._update_count == 1 and (metric._to_sync, metric._enable_grad) == (True, False)
+
+
+def test_clone_shares_the_language_model(lm):
+    metric = _metric(lm)
+    metric.update(A[:2], B[:2])
+    clone = metric.clone()
+    assert clone._models[0] is metric._models[0]
+    clone.update(A[2:], B[2:])
+    assert metric.num_pairs == 2 and clone.num_pairs == len(A)
 
 
 BAD_SETTINGS = [
