@@ -194,7 +194,8 @@ def run_benchmark(
         datasets: from :func:`conjure_metrics.sts.load_datasets`; names must be distinct.
         model: anything :func:`conjure_metrics.conjure_similarity` accepts (``None``: the embedded conjure-zoo model).
         model_name: how the results file identifies the model (default: the absolute path, hub id,
-            ``"conjure-zoo"`` or the object's type name). Results are reused only under the same name and settings.
+            ``"conjure-zoo"`` or the object's type name). Results are reused only under the same name, estimator
+            settings and loading options; give two model objects of the same type different names.
         num_steps, num_samples, guidance_scale, weighting, seed, min_timestep, max_batch_size: the estimator's
             settings, as in :func:`conjure_metrics.conjure_similarity` (paper: 10 steps, 1–5 samples, guidance 7.5).
         max_pairs: score at most this many pairs per dataset, evenly spaced through it.
@@ -236,9 +237,11 @@ def run_benchmark(
     model_name = model_name or _model_name(model)
     estimator = dict(num_steps=int(num_steps), num_samples=int(num_samples), guidance_scale=float(guidance_scale),
                      weighting=weighting, seed=int(seed), min_timestep=float(min_timestep))
-    # The precision changes scores a little; the device, batch size and chunking only by round-off.
-    dtype = {"dtype": str(load_kwargs["torch_dtype"])} if load_kwargs.get("torch_dtype") is not None else {}
-    settings = settings_hash({"model": model_name, **estimator, **dtype})
+    # The precision and the loading options (sampler, eta, revision, ...) change scores; the device,
+    # batch size and chunking only by round-off.
+    loading = {k: str(v) for k, v in sorted(load_kwargs.items()) if k != "device" and v is not None}
+    dtype = {"dtype": loading.pop("torch_dtype")} if "torch_dtype" in loading else {}
+    settings = settings_hash({"model": model_name, **estimator, **dtype, **({"load": loading} if loading else {})})
     selected = [(d, i) for d in datasets for i in evenly_spaced(len(d), max_pairs)]
     store = ResultsFile(results_path) if results_path is not None else None
 

@@ -131,6 +131,17 @@ def test_other_settings_or_model_name_are_scored_again_in_the_same_file(tmp_path
     assert len({r["settings"] for r in _records(results)}) == 4
 
 
+def test_other_loading_options_are_scored_again_but_the_device_is_not(tmp_path, monkeypatch, tiny_pixel_repo):
+    datasets = [line_dataset(pairs=3)]
+    results = tmp_path / "results.jsonl"
+    run_benchmark(datasets, tiny_pixel_repo, results_path=results, **FAST)
+    calls = _count_scored(monkeypatch)
+    run_benchmark(datasets, tiny_pixel_repo, results_path=results, device="cpu", **FAST)
+    assert calls["pairs"] == 0  # the device changes scores by round-off only
+    run_benchmark(datasets, tiny_pixel_repo, results_path=results, sampler="euler_ancestral", **FAST)
+    assert calls["pairs"] == 3  # another sampler runs another chain
+
+
 def test_an_edited_pair_is_scored_again_not_reused(tmp_path, monkeypatch):
     results = tmp_path / "results.jsonl"
     original = line_dataset(pairs=4)
