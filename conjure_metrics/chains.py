@@ -82,6 +82,15 @@ def _as_double(values: Tensor | Sequence[float]) -> Tensor:
     return torch.as_tensor(values, dtype=torch.float64)
 
 
+# Zero-terminal-SNR schedules (diffusers' ``rescale_betas_zero_snr``) end at abar = 0, where the
+# epsilon form of a step divides by sqrt(abar). Like diffusers' Euler schedulers, floor it at 2^-24.
+_MIN_ALPHA_CUMPROD = 2.0**-24
+
+
+def _signal_levels(alphas_cumprod: Tensor | Sequence[float]) -> Tensor:
+    return _as_double(alphas_cumprod).clamp_min(_MIN_ALPHA_CUMPROD)
+
+
 def ddpm_chain(
     alphas_cumprod: Tensor | Sequence[float],
     timesteps: Sequence[int] | Tensor,
@@ -94,6 +103,7 @@ def ddpm_chain(
     ``mean = (x - beta / sqrt(1 - abar_t) * eps) / sqrt(alpha)`` and variance
     ``beta * (1 - abar_s) / (1 - abar_t)`` (``fixed_small``) or ``beta`` (``fixed_large``), as diffusers'
     ``DDPMScheduler`` does without sample clipping. The last step to the data is deterministic.
+    ``abar`` is floored at 2^-24 so zero-terminal-SNR schedules give finite steps.
 
     Examples:
         >>> betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
@@ -103,7 +113,7 @@ def ddpm_chain(
     """
     if variance_type not in ("fixed_small", "fixed_large"):
         raise ValueError(f"variance_type must be 'fixed_small' or 'fixed_large', got {variance_type!r}")
-    abar_all = _as_double(alphas_cumprod)
+    abar_all = _signal_levels(alphas_cumprod)
     steps = torch.as_tensor(timesteps, dtype=torch.long)
     abar = abar_all[steps]
     abar_prev = torch.cat([abar[1:], torch.ones(1, dtype=torch.float64)])
@@ -136,7 +146,7 @@ def ddim_chain(
     """
     if eta < 0:
         raise ValueError(f"eta must be non-negative, got {eta}")
-    abar_all = _as_double(alphas_cumprod)
+    abar_all = _signal_levels(alphas_cumprod)
     steps = torch.as_tensor(timesteps, dtype=torch.long)
     abar = abar_all[steps]
     abar_prev = torch.cat([abar[1:], torch.tensor([final_alpha_cumprod], dtype=torch.float64)])

@@ -37,6 +37,28 @@ def test_ddim_with_eta_is_matched_too():
     assert abs(result.divergence.item() - exact) < 3 * result.stderr.item()
 
 
+@pytest.mark.parametrize("weighting", ["girsanov", "simple"])
+def test_zero_terminal_snr_schedule_gives_finite_steps_and_matches_the_exact_divergence(weighting):
+    # diffusers' rescale_betas_zero_snr ends at abar = 0 (pure noise), where the epsilon form of the
+    # first step would divide by zero; with steps_offset 99 the chain starts exactly there.
+    from diffusers import DDPMScheduler
+
+    from conjure_metrics.analytic import GaussianConditionals
+
+    abar = DDPMScheduler(rescale_betas_zero_snr=True).alphas_cumprod.double()
+    assert abar[-1] == 0
+    base = gaussian_model()
+    model = GaussianConditionals(base.means, base.variances, abar, steps_offset=99)
+    chain = model.reverse_chain(10)
+    assert chain.timesteps[0] == 999
+    assert all(torch.isfinite(c).all() for c in (chain.x_coef, chain.eps_coef, chain.noise_std))
+    result = conjure_similarity(["tiger"], ["zebra"], model, num_steps=10, num_samples=256, guidance_scale=3.0,
+                                weighting=weighting, seed=4)
+    exact = model.exact_divergence("tiger", "zebra", 10, 3.0, weighting)
+    assert abs(result.divergence.item() - exact) < 3 * result.stderr.item()
+    assert result.stderr.item() < 0.1 * exact
+
+
 def test_standard_error_shrinks_like_one_over_sqrt_samples():
     model = gaussian_model("linear")
     stderr = {k: conjure_similarity(["tiger"], ["leopard"], model, num_samples=k, guidance_scale=1.0,
