@@ -106,7 +106,9 @@ class ConjureSimilarity(PairSimilarityMetric):
     def explain(self, prompt_a: str, prompt_b: str, sample_index: int = 0) -> "Explanation":
         """Per-step contributions and predicted clean images for one pair, with this metric's model and settings.
 
-        Does not touch the accumulated state. See :func:`conjure_metrics.explain`.
+        Does not touch the accumulated state. See :func:`conjure_metrics.explain`. Its contributions sum
+        to the divergence of the metric's first ``num_samples`` samples: with ``target_stderr`` the metric
+        may have drawn more for this pair.
         """
         from conjure_metrics.explain import explain_with
 
