@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,14 +45,23 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def _read_text_lines(path: str) -> list[str]:
+    """Lines of a UTF-8 text file (a byte-order mark, as editors on Windows write, is dropped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    return re.split(r"\r\n|\r|\n", text)
+
+
 def _read_lines(path: str) -> list[str]:
-    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in _read_text_lines(path)]
     return [line for line in lines if line and not line.startswith("#")]
 
 
 def _read_pairs(path: str) -> tuple[list[str], list[str]]:
     a, b = [], []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(_read_text_lines(path), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         fields = line.split("\t")
@@ -82,6 +92,37 @@ def _print_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]])
     print("  ".join("-" * w for w in widths))
     for row in rows:
         print("  ".join(cell(row, key).ljust(w) for (key, _), w in zip(columns, widths)))
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a ``--device`` torch cannot parse or this machine does not have, before any model loads."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a device (e.g. cpu, cuda, cuda:1, mps)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available on this machine")
+
+
+def _check_output(option: str, path: str | None) -> None:
+    """Fail before minutes of computation, not after, when an output file cannot be written."""
+    if path and not Path(path).resolve().parent.is_dir():
+        raise ValueError(f"{option} {path}: directory {Path(path).resolve().parent} does not exist")
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _write_json(path: str | None, payload: dict[str, Any]) -> None:
@@ -124,14 +165,17 @@ def _compare(args: argparse.Namespace) -> None:
 def _explain(args: argparse.Namespace) -> None:
     from conjure_metrics.explain import explain
 
+    # matplotlib picks the format from the suffix and adds ".png" when there is none.
+    out = args.out if Path(args.out).suffix else f"{args.out}.png"
+    _check_output("--out", out)
     settings = {k: v for k, v in _settings(args).items() if k != "weighting"}
     result = explain(args.prompt_a, args.prompt_b, args.model, sample_index=args.sample_index, **settings)
-    figure = result.figure(weighting=args.weighting, highlight=args.highlight, path=args.out)
+    figure = result.figure(weighting=args.weighting, highlight=args.highlight, path=out)
     import matplotlib.pyplot as plt
 
     plt.close(figure)
     print(f"{args.prompt_a!r} vs {args.prompt_b!r}: {args.weighting} divergence {result.divergence[args.weighting]:.4g}")
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     _write_json(args.json_path, {"settings": _settings_record(args), "prompt_a": args.prompt_a, "prompt_b": args.prompt_b,
                                  "divergence": result.divergence, "timesteps": result.timesteps.tolist(),
                                  "contributions": {w: c.tolist() for w, c in result.contributions.items()}})
@@ -158,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", default="conjure_explain.png", help="PNG file to write (default conjure_explain.png)")
     explain.add_argument("--model", default=None, help="diffusers folder or hub id (default: embedded conjure-zoo)")
     explain.add_argument("--sample-index", type=int, default=0, help="which Monte-Carlo sample to picture")
-    explain.add_argument("--highlight", type=int, default=2, help="frame the N largest per-step contributions")
+    explain.add_argument("--highlight", type=_non_negative_int, default=2, help="frame the N largest per-step contributions")
     _add_estimator_options(explain)
     explain.set_defaults(run=_explain)
 
@@ -177,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command: user errors become one line on stderr and exit status 2, no traceback."""
     try:
+        check_device(getattr(args, "device", None))
+        _check_output("--json", getattr(args, "json_path", None))
         args.run(args)
     except (ValueError, TypeError, FileNotFoundError, OSError, ImportError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -56,14 +56,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args.prompts) < 2:
         parser.error("give at least two prompts")
 
-    model, notice = _model_and_notice(args.model)
-    print(notice)
     pairs = list(itertools.combinations(range(len(args.prompts)), 2))
-    result = conjure_similarity(
-        [args.prompts[i] for i, _ in pairs], [args.prompts[j] for _, j in pairs], model,
-        num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance, weighting=args.weighting,
-        seed=args.seed, progress_bar=None,
-    )
+    try:
+        model, notice = _model_and_notice(args.model)
+        print(notice)
+        result = conjure_similarity(
+            [args.prompts[i] for i, _ in pairs], [args.prompts[j] for _, j in pairs], model,
+            num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance, weighting=args.weighting,
+            seed=args.seed, progress_bar=None,
+        )
+    except (ValueError, TypeError, OSError, ImportError) as error:  # a user error: one line, like `conjure`
+        parser.error(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
     # The stderr shown is that of the similarity, by the delta method on 1 / (1 + J).
     similarity = {pair: float(s) for pair, s in zip(pairs, result.similarity)}
     stderr = {pair: float(e * s**2) for pair, e, s in zip(pairs, result.stderr, result.similarity)}

@@ -20,7 +20,7 @@ from torch import Tensor
 from conjure_metrics.denoisers.loading import ModelLike, load_denoiser
 from conjure_metrics.denoisers.protocol import Denoiser, decode_to_pixels
 from conjure_metrics.estimator import WEIGHTINGS, StepState, jeffreys_terms
-from conjure_metrics.functional import divergence_to_similarity
+from conjure_metrics.functional import check_chain_settings, divergence_to_similarity
 from conjure_metrics.validation import check_prompts, check_settings
 
 
@@ -33,6 +33,7 @@ class Explanation:
         timesteps: model timestep of each step, ``(steps,)``.
         contributions: weighting -> per-step contributions ``(2, steps)``, direction 0 along A's
             trajectory, 1 along B's, averaged over Monte-Carlo samples; they sum to ``divergence``.
+            ``"girsanov"`` is absent when no kept step is stochastic (no finite path KL, as in the metric).
         divergence: weighting -> the Monte-Carlo Jeffreys divergence (what the metric reports).
         denoised: pixels in ``[0, 1]`` of the predicted clean image, ``(2, 2, steps, 3, H, W)``:
             ``[trajectory (A, B), conditioning prompt (A, B), step]``, for sample ``sample_index``.
@@ -137,6 +138,7 @@ def explain_with(
     max_batch_size: int, progress_bar: bool | None = False,
 ) -> Explanation:
     """:func:`explain` on loaded models and checked arguments (the metric's ``explain`` uses it)."""
+    check_chain_settings(denoiser_a, num_steps, min_timestep, "simple")
     recorder = _Recorder(sample_index)
     terms = jeffreys_terms([prompt_a], [prompt_b], denoiser_a, denoiser_b, num_steps=num_steps,
                            num_samples=num_samples, guidance_scale=float(guidance_scale), seed=int(seed),
@@ -148,8 +150,11 @@ def explain_with(
         pixels = torch.cat([decode_to_pixels(denoiser_a, flat[i:i + max_batch_size]).float().cpu()
                             for i in range(0, len(flat), max_batch_size)])
     pixels = _as_images(pixels).unflatten(0, x0.shape[:3])
-    contributions = {w: terms.contributions(w)[0].mean(dim=0) for w in WEIGHTINGS}
-    divergence = {w: float(terms.divergence(w)[0]) for w in WEIGHTINGS}
+    # A sampler without stochastic steps (kept) has no finite path KL: no girsanov view, as in the metric.
+    stochastic = denoiser_a.reverse_chain(int(num_steps)).stochastic.cpu() & terms.included_steps.cpu()
+    weightings = WEIGHTINGS if bool(stochastic.any()) else tuple(w for w in WEIGHTINGS if w != "girsanov")
+    contributions = {w: terms.contributions(w)[0].mean(dim=0) for w in weightings}
+    divergence = {w: float(terms.divergence(w)[0]) for w in weightings}
     difference = (pixels[:, 0] - pixels[:, 1]).abs().mean(dim=2)
     return Explanation(prompt_a, prompt_b, terms.timesteps, contributions, divergence, pixels.clone(),
                        difference.clone(), sample_index)

@@ -23,8 +23,13 @@ def explanation_figure(explanation: "Explanation", weighting: str = "simple", hi
         import matplotlib.pyplot as plt
     except ImportError as error:
         raise ImportError("figures need matplotlib: pip install 'conjure_metrics[plot]'") from error
+    if weighting == "girsanov" and weighting not in explanation.contributions:
+        raise ValueError("weighting='girsanov' needs stochastic steps (at or above min_timestep): a deterministic "
+                         "sampler has no finite path KL; use weighting='simple' or an ancestral sampler")
     if weighting not in explanation.contributions:
         raise ValueError(f"weighting must be one of {tuple(explanation.contributions)}, got {weighting!r}")
+    if isinstance(highlight, bool) or not isinstance(highlight, int) or highlight < 0:
+        raise ValueError(f"highlight must be an int >= 0, got {highlight!r}")
 
     images = explanation.denoised  # (trajectory, prompt, step, 3, H, W)
     steps = images.shape[2]

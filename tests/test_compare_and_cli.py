@@ -103,6 +103,10 @@ def test_cli_similarity_of_two_prompts_and_of_a_pairs_file(base_and_finetuned, t
     (["similarity", "only one prompt"], "two prompts"),
     (["similarity", "a", "b", "--steps", "0"], "num_steps"),
     (["compare", "base", "other"], "--prompts"),
+    (["similarity", "a", "b", "--device", "nonsense"], "--device 'nonsense'"),
+    (["similarity", "a", "b", "--device", "cuda:7"] if not torch.cuda.is_available() else ["similarity", "a", "b", "--device", "cuda:99"], "--device cuda"),
+    (["similarity", "a", "b", "--json", "/no/such/directory/out.json"], "--json /no/such/directory/out.json"),
+    (["compare", "base", "other", "--prompt", "x", "--device", "nonsense"], "--device"),
 ])
 def test_cli_user_errors_print_one_line_and_exit_2(argv, message, base_and_finetuned, capsys):
     base, _ = base_and_finetuned
@@ -125,3 +129,25 @@ def test_malformed_pairs_file_names_file_and_line(base_and_finetuned, tmp_path, 
 def test_console_script_is_installed():
     done = subprocess.run([sys.executable, "-m", "conjure_metrics.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "compare" in done.stdout
+
+
+def test_prompt_and_pair_files_may_start_with_a_byte_order_mark(base_and_finetuned, tmp_path):
+    base, _ = base_and_finetuned
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\ufeff# my prompts\r\na red fox\r\n", encoding="utf-8")
+    out = tmp_path / "c.json"
+    assert main(["compare", str(base), str(base), "--prompts", str(prompts), "--json", str(out), *FAST]) == 0
+    assert [r["prompt"] for r in json.loads(out.read_text())["prompts"]] == ["a red fox"]
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("\ufeffa zebra\ta horse\n", encoding="utf-8")
+    assert main(["similarity", "--pairs", str(pairs), "--model", str(base), "--json", str(out), *FAST]) == 0
+    assert json.loads(out.read_text())["pairs"][0]["prompt_a"] == "a zebra"
+
+
+def test_a_file_that_is_not_utf8_is_named_in_one_line(base_and_finetuned, tmp_path, capsys):
+    base, _ = base_and_finetuned
+    pairs = tmp_path / "cp1252.tsv"
+    pairs.write_bytes("caf\u00e9\tcoffee\n".encode("cp1252"))
+    assert main(["similarity", "--pairs", str(pairs), "--model", str(base), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{pairs}: not UTF-8" in err

@@ -79,3 +79,43 @@ def test_cli_explain_writes_a_png(tmp_path, capsys):
     assert main(["explain", "a red fox", "a blue fox", "--model", str(model), "--out", str(out), "--steps", "3",
                  "--samples", "2", "--quiet", "--json", str(tmp_path / "e.json")]) == 0
     assert out.stat().st_size > 1000 and "divergence" in capsys.readouterr().out
+
+
+def test_cli_explain_adds_the_png_suffix_it_writes_and_checks_paths_before_computing(tmp_path, capsys, monkeypatch):
+    import importlib
+
+    from conjure_metrics.tiny import save_tiny_model
+
+    explain_module = importlib.import_module("conjure_metrics.explain")
+
+    model = save_tiny_model(tmp_path / "model")
+    argv = ["explain", "a red fox", "a blue fox", "--model", str(model), "--steps", "2", "--samples", "1", "--quiet"]
+    assert main(argv + ["--out", str(tmp_path / "noext")]) == 0
+    assert (tmp_path / "noext.png").stat().st_size > 1000
+    assert f"wrote {tmp_path / 'noext.png'}" in capsys.readouterr().out
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("computed before checking the output path")
+
+    monkeypatch.setattr(explain_module, "explain", must_not_run)
+    assert main(argv + ["--out", str(tmp_path / "missing" / "fig.png")]) == 2
+    assert "--out" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # argparse refuses it
+        main(argv + ["--highlight", "-1"])
+    assert refused.value.code == 2 and "--highlight" in capsys.readouterr().err
+
+
+def test_deterministic_sampler_has_no_girsanov_view(tmp_path):
+    components = build_tiny_components()
+    model = DiffusersDenoiser(**components, sampler="ddim", eta=0.0)
+    result = explain("a red fox", "a blue fox", model, num_steps=3, num_samples=1, guidance_scale=2.0)
+    assert set(result.divergence) == {"simple"} and set(result.contributions) == {"simple"}
+    with pytest.raises(ValueError, match="stochastic steps"):
+        result.figure(weighting="girsanov")
+    with pytest.raises(ValueError, match="highlight"):
+        result.figure(highlight=-2)
+
+
+def test_min_timestep_above_every_step_is_refused(latent_model):
+    with pytest.raises(ValueError, match="min_timestep"):
+        explain("a", "b", latent_model, min_timestep=5000, **SETTINGS)

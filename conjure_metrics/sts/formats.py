@@ -61,7 +61,7 @@ class SimilarityDataset:
     """Text pairs with human similarity scores.
 
     ``group`` names the column of the results table the dataset belongs to: its own ``name``, except
-    for SentEval subsets, which pool into their year (``STS12`` ... ``STS16``) as in SentEval's "all".
+    for SentEval subsets, which pool into their year (``STS12`` ... ``STS16``) as in SimCSE's "all" setting.
     """
 
     name: str
