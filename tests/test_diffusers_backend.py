@@ -50,6 +50,40 @@ def test_components_and_pipeline_objects_are_accepted():
     torch.testing.assert_close(a, b)
 
 
+def test_a_model_saved_in_half_precision_loads_every_component_in_one_dtype(tmp_path):
+    from conjure_metrics.tiny import save_tiny_model
+
+    path = save_tiny_model(tmp_path / "saved")
+    for name in ("unet", "text_encoder"):  # re-save the weights in float16, as hub checkpoints often are
+        module = getattr(DiffusersDenoiser.from_pretrained(path), name).half()
+        module.save_pretrained(path / name)
+    loaded = DiffusersDenoiser.from_pretrained(path)
+    assert {p.dtype for p in loaded.unet.parameters()} == {p.dtype for p in loaded.text_encoder.parameters()} == {torch.float32}
+    half = DiffusersDenoiser.from_pretrained(path, torch_dtype=torch.float16)
+    assert {p.dtype for p in half.text_encoder.parameters()} == {torch.float16}
+
+
+def test_hub_options_reach_the_loaders(tiny_pixel_repo, tmp_path):
+    denoiser = DiffusersDenoiser.from_pretrained(tiny_pixel_repo, cache_dir=tmp_path / "cache", token=False,
+                                                 use_safetensors=True)
+    assert denoiser.sample_shape == (3, 8, 8)
+
+
+@pytest.mark.parametrize("model,message", [
+    (lambda: None, "returned NoneType"),
+    (lambda: (lambda: None), "returned function"),
+])
+def test_a_callable_that_returns_no_model_is_a_type_error(model, message):
+    with pytest.raises(TypeError, match=f"model is a callable that {message}"):
+        load_denoiser(model)
+
+
+def test_a_bare_unet_is_a_type_error_naming_the_argument():
+    unet = build_tiny_components()["unet"]
+    with pytest.raises(TypeError, match="model_b is a bare UNet2DConditionModel"):
+        load_denoiser(unet, "model_b")
+
+
 def test_models_passed_in_keep_their_training_state_and_gradients():
     components = build_tiny_components()
     unet = components["unet"].train()

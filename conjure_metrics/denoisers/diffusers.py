@@ -75,6 +75,9 @@ class DiffusersDenoiser:
         local_files_only: bool | None = None,
         revision: str | None = None,
         variant: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        token: str | bool | None = None,
+        use_safetensors: bool | None = None,
         load_vae: bool = True,
         **kwargs: Any,
     ) -> "DiffusersDenoiser":
@@ -82,16 +85,22 @@ class DiffusersDenoiser:
 
         ``path_or_id`` is a local diffusers folder or a hub id (downloaded by ``huggingface_hub`` on
         machines that can reach it; set ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` to use the
-        cache only). Extra keyword arguments go to the constructor (``sampler``, ``eta``, ``sample_size``).
-        The loaded model is frozen and put in eval mode.
+        cache only; ``cache_dir``, ``token``, ``revision`` and ``variant`` as in diffusers). Every
+        component is loaded in ``torch_dtype`` (default ``torch.float32``, whatever precision the files
+        were saved in, so the text encoder and the UNet always agree). Extra keyword arguments go to the
+        constructor (``sampler``, ``eta``, ``sample_size``). The loaded model is frozen and put in eval mode.
         """
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import AutoTokenizer, CLIPTextModel
 
-        common = {"revision": revision}
-        if local_files_only is not None:
-            common["local_files_only"] = local_files_only
-        weights = dict(common, torch_dtype=torch_dtype, variant=variant)
+        common: dict[str, Any] = {"revision": revision}
+        for name, value in (("local_files_only", local_files_only), ("cache_dir", cache_dir), ("token", token)):
+            if value is not None:
+                common[name] = value
+        # diffusers loads in float32 by default, transformers 5 in the saved precision: pin one for all.
+        weights = dict(common, torch_dtype=torch_dtype or torch.float32, variant=variant)
+        if use_safetensors is not None:
+            weights["use_safetensors"] = use_safetensors
         unet = UNet2DConditionModel.from_pretrained(path_or_id, subfolder="unet", **weights)
         text_encoder = CLIPTextModel.from_pretrained(path_or_id, subfolder="text_encoder", **weights)
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, subfolder="tokenizer", **common)
@@ -200,12 +209,14 @@ def _has_subfolder(path_or_id: str | os.PathLike, subfolder: str, hub_kwargs: di
     from huggingface_hub import file_exists
 
     try:
-        return file_exists(str(path_or_id), f"{subfolder}/config.json", revision=hub_kwargs.get("revision"))
+        return file_exists(str(path_or_id), f"{subfolder}/config.json", revision=hub_kwargs.get("revision"),
+                           token=hub_kwargs.get("token"))
     except Exception:  # offline or unreachable hub: fall back to what the local cache holds
         try:
             from huggingface_hub import hf_hub_download
 
-            hf_hub_download(str(path_or_id), "config.json", subfolder=subfolder, local_files_only=True)
+            hf_hub_download(str(path_or_id), "config.json", subfolder=subfolder, local_files_only=True,
+                            revision=hub_kwargs.get("revision"), cache_dir=hub_kwargs.get("cache_dir"))
             return True
         except Exception:
             return False

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Union
 
+import torch
+
 from conjure_metrics.denoisers.protocol import Denoiser
 
 ModelLike = Union[Denoiser, str, os.PathLike, Any, Callable[[], Any], None]
@@ -36,8 +38,16 @@ def load_denoiser(model: ModelLike, argument: str = "model", **load_kwargs: Any)
         from conjure_metrics.denoisers.diffusers import DiffusersDenoiser
 
         return DiffusersDenoiser.from_pipeline(model)
+    if isinstance(model, torch.nn.Module):  # callable, but calling it runs a forward pass
+        raise TypeError(
+            f"{argument} is a bare {type(model).__name__}; give the whole model: "
+            "DiffusersDenoiser(unet, text_encoder, tokenizer, scheduler[, vae]), a pipeline, or a folder"
+        )
     if callable(model):
-        return load_denoiser(model(), argument, **load_kwargs)
+        built = model()
+        if built is None or (callable(built) and not is_denoiser(built) and not hasattr(built, "unet")):
+            raise TypeError(f"{argument} is a callable that returned {type(built).__name__}, not a model")
+        return load_denoiser(built, argument, **load_kwargs)
     raise TypeError(
         f"{argument} must be a Denoiser, a diffusers folder or hub id, a pipeline, or a callable returning one; "
         f"got {type(model).__name__}"

@@ -53,7 +53,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     estimator.add_argument("--device", default=None, help="e.g. cpu, cuda (default: where the model loads; "
                                                           "cuda:LOCAL_RANK under torchrun)")
     estimator.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                           help="load the model in this precision (default: as saved; half precision is for GPUs)")
+                           help="load the model in this precision (default: float32; float16 is for GPUs, bfloat16 biases the metric)")
     output = parser.add_argument_group("output")
     output.add_argument("--results", default=None, metavar="JSONL",
                         help="per-pair results, appended chunk by chunk; a rerun skips the pairs already in it")
