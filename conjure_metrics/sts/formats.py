@@ -119,13 +119,20 @@ def _fields(path: Path, line: int, text: str, minimum: int, what: str) -> list[s
 
 
 def _lines(path: Path) -> list[str]:
-    """Lines of a text file; a few old distributions (lee.cor) are Latin-1, not UTF-8."""
+    """Lines of a text file; a few old distributions (lee.cor) are Windows-1252 or Latin-1, not UTF-8.
+
+    Only CR, LF and CRLF end a line: ``str.splitlines`` would also cut at U+2028, U+0085 or a form
+    feed, which JSON strings may hold unescaped and a Windows-1252 ellipsis decodes to under Latin-1.
+    """
     data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    return text.splitlines()
+    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    lines = re.split(r"\r\n|\r|\n", text)
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def _header_index(path: Path, header: list[str], wanted: dict[str, str]) -> dict[str, int]:

@@ -115,6 +115,23 @@ def test_jsonl_export_and_its_malformed_line(tmp_path):
         load_datasets(bad)
 
 
+def test_only_cr_and_lf_end_lines_not_unicode_separators_inside_a_sentence(tmp_path):
+    # json.dumps(..., ensure_ascii=False) leaves U+2028 unescaped, as JSON allows.
+    record = {"sentence1": "first line\u2028second line", "sentence2": "a form\x0cfeed", "score": 3.0}
+    path = tmp_path / "separators.jsonl"
+    path.write_text(json.dumps(record, ensure_ascii=False) + "\r\n", encoding="utf-8")
+    dataset = _only(path)
+    assert dataset.sentences_a == ("first line\u2028second line",) and dataset.sentences_b == ("a form\x0cfeed",)
+
+
+def test_windows_1252_file_keeps_its_ellipsis_inside_the_line(tmp_path):
+    path = tmp_path / "sts-dev.csv"
+    line = "main-news\theadlines\t2015\t0001\t2.500\tWait\u2026 what?\tWhat now?\n"
+    path.write_bytes(line.encode("cp1252"))  # the ellipsis is byte 0x85, U+0085 (a line break) in Latin-1
+    dataset = _only(path)
+    assert dataset.sentences_a == ("Wait\u2026 what?",) and dataset.scores == (2.5,)
+
+
 def test_parquet_export_reads_the_same_columns(tmp_path):
     pyarrow = pytest.importorskip("pyarrow")
     import pyarrow.parquet as parquet
