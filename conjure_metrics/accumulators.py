@@ -31,8 +31,11 @@ class SharedModels(tuple):
 class PairSimilarityMetric(Metric):
     """Base class: mean similarity over pairs, with per-pair similarity, divergence and standard error.
 
-    States are float64 sums (``dist_reduce_fx="sum"``) and per-pair ``cat`` lists, persistent (a
-    checkpoint resumes them exactly); no dtype cast touches them, and they follow the device. Models
+    States are float64 sums (``dist_reduce_fx="sum"``) and per-pair ``cat`` lists; no dtype cast
+    touches them, and they follow the device. Like torchmetrics' own metrics they stay out of
+    ``state_dict`` unless ``metric.persistent(True)``: Lightning saves a checkpoint after validation
+    and before it resets logged metrics, so persistent states would count a finished validation's
+    pairs again after a resume. With ``persistent(True)`` a checkpoint resumes them exactly. Models
     a subclass keeps in ``self._models`` (a tuple, so their weights stay out of ``state_dict``) move
     with the metric's device and are shared, not copied, by ``clone()``.
 
@@ -57,9 +60,9 @@ class PairSimilarityMetric(Metric):
         super().__init__(**kwargs)
         self._models: tuple = SharedModels()
         for name in _SUM_STATES:
-            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum", persistent=True)
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         for name in _PAIR_STATES:
-            self.add_state(name, default=[], dist_reduce_fx="cat", persistent=True)
+            self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         # torchmetrics' forward() resets the state to score the batch alone and merges the global
@@ -116,7 +119,8 @@ class PairSimilarityMetric(Metric):
 
         Like ``compute()`` this synchronises across ranks: call it on every rank.
         """
-        with self.sync_context(should_sync=self._to_sync, should_unsync=self._should_unsync):
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync,
+                               should_unsync=self._should_unsync):
             return {key: _concat(getattr(self, name)) for key, name in zip(("similarity", "divergence", "stderr"), _PAIR_STATES)}
 
     def plot(self, val: Optional[Tensor | Sequence[Tensor]] = None, ax: Optional[Any] = None) -> Any:

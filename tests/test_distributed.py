@@ -31,3 +31,4 @@ def test_two_gloo_ranks_match_one_process(slices, tmp_path):
             torch.testing.assert_close(result["pairs"][key], pairs[key], rtol=1e-12, atol=0)
         start, stop = slices[rank]
         assert result["local_pairs"] == stop - start
+        assert result["compute_gathers"] > 0 and result["pair_results_gathers"] > 0  # the user's dist_sync_fn

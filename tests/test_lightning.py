@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conjure_metrics import DiffusersDenoiser, conjure_similarity
+from conjure_metrics import ConjureSimilarity, DiffusersDenoiser, conjure_similarity
+from helpers import gaussian_model
 
 L = pytest.importorskip("lightning")
 pytestmark = pytest.mark.slow
@@ -72,10 +73,11 @@ def _fit_and_save(module, path):
     return path.stat().st_size
 
 
-def test_checkpoint_has_no_extra_weights_and_resumes_the_metric_state_exactly(tiny32, tmp_path):
+def test_checkpoint_has_no_extra_weights_and_resumes_the_metric_state_exactly_when_persistent(tiny32, tmp_path):
     example = _example()
     torch.manual_seed(0)
     with_metric = example.ConjureFineTuner(str(tiny32), track_drift=True, **SETTINGS)
+    with_metric.val_similarity.persistent(True)
     torch.manual_seed(0)
     without = example.ConjureFineTuner(str(tiny32), with_metric=False, **SETTINGS)
     size_with = _fit_and_save(with_metric, tmp_path / "with.ckpt")
@@ -91,3 +93,49 @@ def test_checkpoint_has_no_extra_weights_and_resumes_the_metric_state_exactly(ti
         else:
             assert torch.equal(value, restored_value)
     assert restored.val_similarity.num_pairs == 2
+
+
+class _Validating(L.LightningModule):
+    """Trains a scalar, validates two pairs per validation with the metric logged the usual way."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.metric = ConjureSimilarity(gaussian_model(), num_steps=3, num_samples=2, guidance_scale=1.0)
+        self.pairs_per_validation = []
+
+    def training_step(self, batch, index):
+        return (self.weight - 1).pow(2).sum()
+
+    def validation_step(self, batch, index):
+        self.metric.update(*batch)
+        self.log("val/sim", self.metric, batch_size=len(batch[0]))
+
+    def on_validation_epoch_end(self):
+        self.pairs_per_validation.append(int(self.metric.num_pairs))
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(range(2), batch_size=1)
+
+    def val_dataloader(self):
+        pairs = [("tiger", "leopard"), ("zebra", "fox")]
+        return torch.utils.data.DataLoader(pairs, batch_size=1, collate_fn=lambda b: ([x for x, _ in b], [y for _, y in b]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_resumed_run_counts_each_validations_pairs_once(tmp_path):
+    # Lightning saves checkpoints after validation, before it resets logged metrics: a metric
+    # whose accumulators entered the checkpoint would count that validation's pairs again.
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    quiet = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                 num_sanity_val_steps=0, val_check_interval=0.5, default_root_dir=tmp_path)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, monitor="val/sim", mode="max")
+    first = _Validating()
+    L.Trainer(max_epochs=1, callbacks=[checkpoint], **quiet).fit(first)
+    assert first.pairs_per_validation == [2, 2]
+    resumed = _Validating()
+    L.Trainer(max_epochs=2, **quiet).fit(resumed, ckpt_path=tmp_path / "last.ckpt")
+    assert resumed.pairs_per_validation and set(resumed.pairs_per_validation) == {2}

@@ -40,25 +40,36 @@ def test_forward_returns_the_batch_value_and_keeps_the_running_mean():
 
 def test_state_dict_holds_no_model_weights():
     metric = ConjureSimilarity(CallableDenoiserWithModule(), num_steps=2, num_samples=1, guidance_scale=1.0)
+    metric.persistent(True)  # even with its accumulators in it
     metric.update(["a"], ["b"])
     keys = set(metric.state_dict())
-    assert not any("weight" in k or "bias" in k for k in keys)
+    assert keys == set(metric.metric_state) and not any("weight" in k or "bias" in k for k in keys)
     assert list(metric.parameters()) == []
 
 
 def test_diffusers_model_stays_out_of_state_dict_and_children():
     metric = ConjureSimilarity(lambda: DiffusersDenoiser(**build_tiny_components()), num_steps=2, num_samples=1)
+    metric.persistent(True)
     metric.update(["a red fox"], ["a blue fox"])
+    assert set(metric.state_dict()) == set(metric.metric_state)
     values = metric.state_dict().values()
     tensors = [t for v in values for t in (v if isinstance(v, list) else [v])]
     assert sum(t.numel() for t in tensors) < 100  # a few scalars at most, never UNet weights
     assert list(metric.children()) == [] and list(metric.parameters()) == []
 
 
-def test_state_dict_round_trip_restores_the_accumulated_state():
+def test_accumulators_stay_out_of_state_dict_by_default():
+    metric = ConjureSimilarity(gaussian_model(), **SETTINGS)
+    metric.update(A[:2], B[:2])
+    assert dict(metric.state_dict()) == {}
+
+
+def test_state_dict_round_trip_restores_the_accumulated_state_when_persistent():
     model = gaussian_model()
     metric = ConjureSimilarity(model, **SETTINGS)
+    metric.persistent(True)
     metric.update(A[:2], B[:2])
+    assert set(metric.state_dict()) == set(metric.metric_state)
     restored = ConjureSimilarity(model, **SETTINGS)
     restored.load_state_dict(metric.state_dict())
     _assert_same_state(_state(metric), _state(restored))
