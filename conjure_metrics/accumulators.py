@@ -141,7 +141,7 @@ class PairSimilarityMetric(Metric):
         # not pull a model the user put on a GPU back to the metric's (default CPU) device.
         if device != device_before:
             for model in getattr(this, "_models", ()):
-                if model is not None and model.device != device:
+                if model is not None and _model_device(model) != device:
                     model.to(device)
         return this
 
@@ -153,6 +153,15 @@ class PairSimilarityMetric(Metric):
                 setattr(self, name, [torch.zeros(0, dtype=torch.float64, device=self.device)])
         kwargs = {} if dist_sync_fn is None else {"dist_sync_fn": dist_sync_fn}
         super()._sync_dist(process_group=process_group, **kwargs)
+
+
+def _model_device(model: Any) -> Optional[torch.device]:
+    """A denoiser's ``device``; for a plain ``nn.Module`` language model, its parameters' device."""
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    return None if parameter is None else parameter.device
 
 
 def _to_device(value: Tensor | list[Tensor], device: torch.device) -> Tensor | list[Tensor]:

@@ -126,10 +126,11 @@ def trajectory_terms(
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
     """The prompt's token ids, starting with ``bos_token`` when the tokenizer has one (GPT-2 adds none
-    itself), so that an empty prompt still conditions the first continuation token."""
-    ids = list(tokenizer(prompt)["input_ids"])
+    itself), so that an empty prompt still conditions the first continuation token. No other special
+    token: a tokenizer that appends ``eos`` would have the continuations follow the end of the text."""
+    ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     bos = tokenizer.bos_token_id
-    if bos is not None and (not ids or ids[0] != bos):
+    if bos is not None:
         ids.insert(0, bos)
     if not ids:
         raise ValueError(f"prompt {prompt!r} has no tokens and the tokenizer has no bos_token to start it")
@@ -147,7 +148,9 @@ def _check_lengths(prompt_ids: dict[str, list[int]], max_new_tokens: int, model:
             f"it exceeds the model's {limit} positions; shorten the prompt or lower max_new_tokens"
         )
     unknown = tokenizer.unk_token_id
-    if unknown is not None and any(unknown in ids for ids in prompt_ids.values()):
+    # GPT-2-style byte-level tokenizers know every byte and reuse their bos/eos token as "unk".
+    if unknown is not None and unknown not in (tokenizer.bos_token_id, tokenizer.eos_token_id) \
+            and any(unknown in ids for ids in prompt_ids.values()):
         warnings.warn(f"some prompts contain words the tokenizer does not know (scored as {tokenizer.unk_token!r}), "
                       f"e.g. {next(p for p, ids in prompt_ids.items() if unknown in ids)[:60]!r}", stacklevel=3)
 

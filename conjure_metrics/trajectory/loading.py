@@ -45,6 +45,9 @@ def load_language_model(model: LanguageModelLike, tokenizer: TokenizerLike = Non
 
         source = model
         model = AutoModelForCausalLM.from_pretrained(model, **load_kwargs).eval().requires_grad_(False)
+    elif load_kwargs:  # nothing would read them: a typo or a misplaced setting must not pass silently
+        raise TypeError(f"unexpected keyword argument(s) {', '.join(sorted(load_kwargs))}: loading options apply "
+                        "only when model is a folder, a hub id or None")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(
             "model must be a causal-LM folder or hub id, a torch.nn.Module, or a callable returning one; "

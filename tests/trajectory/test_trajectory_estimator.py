@@ -118,3 +118,36 @@ def test_model_mode_is_restored_and_no_gradients_are_built(lm):
 def test_single_continuation_has_nan_stderr(lm):
     result = trajectory_similarity(A[:1], B[:1], lm[0], tokenizer=lm[1], num_continuations=1, max_new_tokens=3)
     assert torch.isnan(result.stderr).all() and torch.isfinite(result.divergence).all()
+
+
+def test_a_tokenizer_that_appends_eos_does_not_end_the_prompt_with_it():
+    from tokenizers import processors
+
+    tokenizer = tiny_tokenizer()
+    plain = encode_prompt(tokenizer, "a red fox")
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{tokenizer.bos_token} $A {tokenizer.eos_token}",
+        special_tokens=[(tokenizer.bos_token, tokenizer.bos_token_id), (tokenizer.eos_token, tokenizer.eos_token_id)])
+    assert tokenizer("a red fox")["input_ids"][-1] == tokenizer.eos_token_id  # the template really appends it
+    assert encode_prompt(tokenizer, "a red fox") == plain
+    assert plain[0] == tokenizer.bos_token_id and tokenizer.eos_token_id not in plain
+
+
+def test_gpt2_style_tokenizer_whose_unk_is_its_bos_gives_no_unknown_word_warning(recwarn):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    vocab = {c: i for i, c in enumerate(sorted(ByteLevel.alphabet()))}
+    vocab["<|endoftext|>"] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    special = "<|endoftext|>"  # GPT-2 uses one token for unk, bos and eos
+    tokenizer = GPT2TokenizerFast(tokenizer_object=backend, unk_token=special, bos_token=special, eos_token=special)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=16, n_layer=1, n_head=2,
+                                       bos_token_id=len(vocab) - 1, eos_token_id=len(vocab) - 1)).eval()
+    result = trajectory_similarity(["a cat"], ["a dog"], model, tokenizer=tokenizer, num_continuations=2, max_new_tokens=3)
+    assert torch.isfinite(result.divergence).all()
+    assert not [w for w in recwarn if "does not know" in str(w.message)]

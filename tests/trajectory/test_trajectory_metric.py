@@ -88,6 +88,35 @@ def test_to_moves_states_and_model_to_the_device():
     assert metric.num_pairs.device.type == "meta" and metric.num_pairs.dtype == torch.float64
 
 
+class _PlainModule(torch.nn.Module):
+    """A causal LM behind a plain nn.Module (no ``device`` attribute), as the docs allow."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, **kwargs):
+        return self.inner(**kwargs)
+
+
+def test_to_moves_a_plain_module_language_model_too():
+    wrapped = _PlainModule(tiny_lm())
+    metric = TrajectorySimilarity(wrapped, tiny_tokenizer(), **SETTINGS)
+    metric.update(A[:1], B[:1])
+    metric.to("meta")
+    assert next(wrapped.parameters()).device.type == "meta" and metric.num_pairs.device.type == "meta"
+
+
+def test_words_the_tokenizer_does_not_know_are_warned_about(lm):
+    with pytest.warns(UserWarning, match="does not know"):
+        trajectory_similarity(["a qwzxv"], ["a fox"], lm[0], tokenizer=lm[1], **SETTINGS)
+
+
+def test_loading_options_with_a_model_object_are_a_type_error_not_ignored(lm):
+    with pytest.raises(TypeError, match="temperature"):
+        trajectory_similarity(["a red fox"], ["a fox"], lm[0], tokenizer=lm[1], temperature=0.1, **SETTINGS)
+
+
 def test_reset_clears_the_accumulators(lm):
     metric = _metric(lm)
     metric.update(A, B)
