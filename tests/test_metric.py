@@ -38,6 +38,40 @@ def test_forward_returns_the_batch_value_and_keeps_the_running_mean():
     torch.testing.assert_close(metric.compute(), conjure_similarity(A, B, model, **SETTINGS).similarity.mean())
 
 
+NON_DEFAULT_SETTINGS = [
+    dict(min_timestep=300),
+    dict(weighting="girsanov"),
+    dict(target_stderr=1e-3, max_samples=12),
+    dict(guidance_scale=4.0),
+    dict(seed=7),
+    dict(num_steps=4),
+    dict(max_batch_size=3),  # changes nothing but the batching
+]
+
+
+@pytest.mark.parametrize("changed", NON_DEFAULT_SETTINGS, ids=lambda c: ",".join(c))
+def test_every_setting_reaches_the_computation(changed):
+    model = gaussian_model()
+    settings = {**SETTINGS, **changed}
+    metric = ConjureSimilarity(model, **settings)
+    metric.update(A, B)
+    expected = conjure_similarity(A, B, model, **settings)
+    torch.testing.assert_close(metric.pair_results()["divergence"], expected.divergence, rtol=1e-12, atol=0)
+    torch.testing.assert_close(metric.pair_results()["stderr"], expected.stderr, rtol=1e-12, atol=0)
+    default = conjure_similarity(A, B, model, **SETTINGS)
+    differs = not torch.allclose(expected.divergence, default.divergence, rtol=1e-9, atol=0)
+    assert differs == ("max_batch_size" not in changed)  # each real setting changes the result
+
+
+def test_model_b_reaches_the_computation():
+    base, other = gaussian_model(seed=0), gaussian_model(seed=1)
+    metric = ConjureSimilarity(base, model_b=other, **SETTINGS)
+    metric.update(A, A)
+    expected = conjure_similarity(A, A, base, model_b=other, **SETTINGS).divergence
+    torch.testing.assert_close(metric.pair_results()["divergence"], expected, rtol=1e-12, atol=0)
+    assert (expected > 0).all()  # the same prompts under two models differ; under one they would be 0
+
+
 def test_state_dict_holds_no_model_weights():
     metric = ConjureSimilarity(CallableDenoiserWithModule(), num_steps=2, num_samples=1, guidance_scale=1.0)
     metric.persistent(True)  # even with its accumulators in it
