@@ -99,6 +99,22 @@ def test_cli_similarity_of_two_prompts_and_of_a_pairs_file(base_and_finetuned, t
     assert result["pairs"][1]["similarity"] == 1.0 and result["pairs"][0]["similarity"] < 1.0
 
 
+def test_cli_estimator_options_reach_the_computation(base_and_finetuned, tmp_path):
+    base, finetuned = base_and_finetuned
+    options = dict(num_steps=3, num_samples=2, guidance_scale=4.0, weighting="girsanov", seed=3, min_timestep=300)
+    flags = ["--steps", "3", "--samples", "2", "--guidance", "4", "--weighting", "girsanov", "--seed", "3",
+             "--min-timestep", "300", "--quiet"]
+    out = tmp_path / "similarity.json"
+    assert main(["similarity", "a red fox", "a blue fox", "--model", str(base), "--json", str(out), *flags]) == 0
+    expected = conjure_similarity(["a red fox"], ["a blue fox"], str(base), **options).divergence
+    default = conjure_similarity(["a red fox"], ["a blue fox"], str(base), num_steps=3, num_samples=2).divergence
+    assert json.loads(out.read_text())["pairs"][0]["divergence"] == pytest.approx(float(expected[0]), rel=1e-6)
+    assert float(expected[0]) != pytest.approx(float(default[0]), rel=1e-3)  # the options do change it
+    assert main(["compare", str(base), str(finetuned), "--prompt", "a zebra", "--json", str(out), *flags]) == 0
+    expected = conjure_similarity(["a zebra"], ["a zebra"], str(base), model_b=str(finetuned), **options).divergence
+    assert json.loads(out.read_text())["prompts"][0]["divergence"] == pytest.approx(float(expected[0]), rel=1e-6)
+
+
 @pytest.mark.parametrize("argv,message", [
     (["similarity", "only one prompt"], "two prompts"),
     (["similarity", "a", "b", "--steps", "0"], "num_steps"),

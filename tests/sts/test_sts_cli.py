@@ -40,6 +40,28 @@ def test_sts_on_wordsim_simlex_and_lee_prints_the_table_and_writes_json(gensim_d
     assert json.loads(out.read_text())["columns"] == payload["columns"]
 
 
+def test_estimator_options_reach_the_benchmark(tiny_pixel_repo, tmp_path):
+    from conjure_metrics.sts import load_datasets, run_benchmark
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps({"sentence1": a, "sentence2": b, "score": s}) for a, b, s in [
+        ("a red fox", "a blue fox", 4.0), ("a cat", "a truck", 0.5), ("a dog", "a hound", 4.5)]) + "\n")
+    options = dict(num_steps=3, num_samples=2, guidance_scale=4.0, weighting="girsanov", seed=3, min_timestep=300)
+    results = tmp_path / "results.jsonl"
+    assert main(["--data", str(data), "--model", str(tiny_pixel_repo), "--steps", "3", "--samples", "2",
+                 "--guidance", "4", "--weighting", "girsanov", "--seed", "3", "--min-timestep", "300",
+                 "--dtype", "float32", "--results", str(results), "--quiet"]) == 0
+    import torch
+
+    expected = run_benchmark(load_datasets(data), tiny_pixel_repo, results_path=tmp_path / "again.jsonl",
+                             progress_bar=False, torch_dtype=torch.float32, **options)
+    by_cli = [json.loads(line) for line in results.read_text().splitlines()]
+    by_api = [json.loads(line) for line in (tmp_path / "again.jsonl").read_text().splitlines()]
+    assert [r["divergence"] for r in by_cli] == pytest.approx([r["divergence"] for r in by_api], rel=1e-9)
+    assert by_cli[0]["settings"] == by_api[0]["settings"]  # same key: same model name, options and dtype
+    assert expected.computed_pairs == 3
+
+
 def test_add_sts_command_registers_sts_on_a_parent_parser(tiny_pixel_repo, tmp_path):
     parser = argparse.ArgumentParser(prog="conjure")
     add_sts_command(parser.add_subparsers(dest="command", required=True))
