@@ -74,3 +74,27 @@ def test_chain_rejects_tensors_of_different_lengths():
     chain = ddpm_chain(torch.linspace(0.99, 0.01, 100), [90, 50, 10])
     with pytest.raises(ValueError, match="same length"):
         type(chain)(chain.timesteps, chain.input_scale[:2], chain.x_coef, chain.eps_coef, chain.noise_std, chain.alpha_bar)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "euler_ancestral"])
+def test_girsanov_weight_turns_squared_noise_differences_into_the_steps_gaussian_kl(sampler):
+    # Independent of the chain's own formula: torch.distributions' KL between the two transition
+    # kernels (the coefficients themselves are checked against diffusers above).
+    if sampler == "euler_ancestral":
+        scheduler = EulerAncestralDiscreteScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "clip_sample"})
+        scheduler.set_timesteps(6)
+        chain = euler_ancestral_chain(scheduler.sigmas, scheduler.timesteps, float(scheduler.init_noise_sigma))
+    else:
+        scheduler = (DDPMScheduler if sampler == "ddpm" else DDIMScheduler)(**SCHEDULER_CONFIG)
+        scheduler.set_timesteps(6)
+        chain = (ddpm_chain(scheduler.alphas_cumprod, scheduler.timesteps) if sampler == "ddpm"
+                 else ddim_chain(scheduler.alphas_cumprod, scheduler.timesteps, eta=0.7))
+    generator = torch.Generator().manual_seed(0)
+    x, eps_a, eps_b = (torch.randn(SHAPE, generator=generator, dtype=torch.float64) for _ in range(3))
+    for i in torch.nonzero(chain.stochastic).flatten().tolist():
+        std = chain.noise_std[i].double()
+        mean_a = chain.x_coef[i] * x + chain.eps_coef[i] * eps_a
+        mean_b = chain.x_coef[i] * x + chain.eps_coef[i] * eps_b
+        kl = torch.distributions.kl_divergence(torch.distributions.Normal(mean_a, std), torch.distributions.Normal(mean_b, std))
+        weighted = chain.girsanov_weight()[i] * (eps_a - eps_b).pow(2).sum()
+        torch.testing.assert_close(weighted, kl.sum(), rtol=1e-9, atol=0)
