@@ -204,3 +204,24 @@ def test_skipping_the_unconditional_prediction_at_the_last_step_changes_nothing(
     torch.testing.assert_close(skipped.simple, everything.simple, rtol=1e-9, atol=0)
     torch.testing.assert_close(skipped.girsanov, everything.girsanov, rtol=1e-9, atol=0)
     assert (skipped.simple[..., -1] > 0).all()
+
+
+def test_standard_error_is_the_sample_standard_deviation_over_root_n():
+    model = gaussian_model()
+    result = conjure_similarity(["tiger", "fox"], ["zebra", "cat"], model, num_steps=6, num_samples=5,
+                                guidance_scale=2.0, seed=3)
+    per_sample = result.terms.samples("simple")  # one Jeffreys estimate per Monte-Carlo sample
+    expected = torch.tensor([s.std(unbiased=True).item() / 5 ** 0.5 for s in per_sample], dtype=torch.float64)
+    torch.testing.assert_close(result.stderr, expected, rtol=1e-12, atol=0)
+
+
+def test_standard_error_matches_the_spread_of_estimates_over_seeds():
+    # Calibration: over independent seeds the estimates scatter as much as the reported errors say.
+    model = gaussian_model()
+    estimates, errors = [], []
+    for seed in range(600):
+        result = conjure_similarity(["tiger"], ["zebra"], model, num_steps=6, num_samples=8, guidance_scale=2.0, seed=seed)
+        estimates.append(result.divergence[0])
+        errors.append(result.stderr[0])
+    spread, reported = torch.stack(estimates).std(), torch.stack(errors).pow(2).mean().sqrt()
+    assert abs(float(spread / reported) - 1) < 0.15
