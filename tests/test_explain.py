@@ -124,3 +124,21 @@ def test_deterministic_sampler_has_no_girsanov_view(tmp_path):
 def test_min_timestep_above_every_step_is_refused(latent_model):
     with pytest.raises(ValueError, match="min_timestep"):
         explain("a", "b", latent_model, min_timestep=5000, **SETTINGS)
+
+
+def test_pictures_show_each_prompts_own_image_in_the_right_rows():
+    # Analytic model with uniform images: prompt a is light grey (+0.6 -> pixel 0.8), b dark (-0.6 -> 0.2).
+    from conjure_metrics.analytic import GaussianConditionals
+    from conjure_metrics.chains import linear_betas
+
+    shape = (3, 4, 4)
+    model = GaussianConditionals({"": torch.zeros(shape), "a": torch.full(shape, 0.6), "b": torch.full(shape, -0.6)},
+                                 {"": 1.0, "a": 0.01, "b": 0.01}, torch.cumprod(1 - linear_betas(), 0))
+    result = explain("a", "b", model, num_steps=8, num_samples=2, guidance_scale=1.0)
+    grey = result.denoised.mean(dim=(-1, -2, -3))  # (trajectory, prompt, step)
+    # At high noise x̂0 is the conditioning prompt's image, on either trajectory ...
+    torch.testing.assert_close(grey[:, :, 0], torch.tensor([[0.8, 0.2], [0.8, 0.2]]), atol=0.03, rtol=0)
+    # ... at the last step the state has decided: x̂0 is the trajectory's own image, under either prompt.
+    torch.testing.assert_close(grey[:, :, -1], torch.tensor([[0.8, 0.8], [0.2, 0.2]]), atol=0.03, rtol=0)
+    other = explain("a", "b", model, num_steps=8, num_samples=2, guidance_scale=1.0, sample_index=1)
+    assert not torch.equal(other.denoised, result.denoised)  # another Monte-Carlo sample, another picture
