@@ -79,8 +79,8 @@ def test_wrapped_models_can_be_copied_and_pickled_inside_a_metric(wrap):
     settings = dict(num_steps=3, num_samples=2, guidance_scale=2.0)
     metric = ConjureSimilarity(wrap(gaussian_model()), **settings)
     metric.update(["tiger"], ["zebra"])
-    for copied in (metric.clone(), pickle.loads(pickle.dumps(metric)), copy.copy(metric.denoiser)):
-        assert copied is not None
+    assert metric.clone().denoiser is metric.denoiser  # the clone shares the wrapped model
+    assert copy.copy(metric.denoiser).inner is metric.denoiser.inner
     restored = pickle.loads(pickle.dumps(metric))
     restored.update(["tiger"], ["fox"])
     metric.update(["tiger"], ["fox"])

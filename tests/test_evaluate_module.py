@@ -10,7 +10,6 @@ import torch
 
 from conjure_metrics import conjure_similarity
 
-pytest.importorskip("evaluate")
 pytestmark = pytest.mark.slow
 
 PROMPTS_A = ["a red fox", "a striped cat", "a zebra"]

@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
 from conjure_metrics import ConjureSimilarity, DiffusersDenoiser, conjure_similarity
 from helpers import gaussian_model
 
-L = pytest.importorskip("lightning")
 pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lightning_conjure.py"

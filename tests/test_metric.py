@@ -256,12 +256,11 @@ def test_model_that_is_not_a_model_is_a_type_error():
 
 def test_compute_before_update_is_nan_with_a_warning():
     metric = ConjureSimilarity(gaussian_model(), **SETTINGS)
-    with pytest.warns(UserWarning):
+    with pytest.warns(UserWarning, match="called before the ``update``"):
         assert torch.isnan(metric.compute())
 
 
 def test_plot_accepts_a_value_and_a_sequence():
-    pytest.importorskip("matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -271,7 +270,7 @@ def test_plot_accepts_a_value_and_a_sequence():
         metric.update([a], [b])
         values.append(metric.compute())
     fig, ax = metric.plot()
-    assert fig is not None and ax is not None
+    assert ax.figure is fig and len(ax.lines[0].get_ydata()) == 1  # the current value
     fig, ax = metric.plot(values)
     assert len(ax.lines[0].get_xdata()) == len(values)
 

@@ -12,7 +12,6 @@ FAST = ["--steps", "3", "--samples", "2", "--quiet"]
 
 @pytest.fixture(scope="module")
 def gensim_data():
-    pytest.importorskip("gensim")
     from gensim.test.utils import datapath
 
     return datapath

@@ -13,7 +13,6 @@ from sts_distributed_worker import run
 @pytest.fixture(scope="module")
 def wordsim(tmp_path_factory):
     """The first 7 human-scored pairs of gensim's WordSim353 (an odd count: uneven shards)."""
-    pytest.importorskip("gensim")
     from gensim.test.utils import datapath
 
     lines = open(datapath("wordsim353.tsv"), encoding="utf-8").read().splitlines()

@@ -133,7 +133,7 @@ def test_windows_1252_file_keeps_its_ellipsis_inside_the_line(tmp_path):
 
 
 def test_parquet_export_reads_the_same_columns(tmp_path):
-    pyarrow = pytest.importorskip("pyarrow")
+    import pyarrow
     import pyarrow.parquet as parquet
 
     path = tmp_path / "sickr.parquet"
@@ -210,7 +210,6 @@ def test_lee_pairs_are_the_upper_triangle(tmp_path):
 
 @pytest.fixture(scope="module")
 def gensim_data():
-    pytest.importorskip("gensim")
     from gensim.test.utils import datapath
 
     return datapath

@@ -111,8 +111,7 @@ def test_model_mode_is_restored_and_no_gradients_are_built(lm):
     model.train()
     result = trajectory_similarity(A[:1], B[:1], model, tokenizer=lm[1], **SETTINGS)
     assert model.training
-    assert not result.divergence.requires_grad
-    assert all(p.grad is None for p in model.parameters())
+    assert not result.divergence.requires_grad and result.divergence.grad_fn is None  # no graph was built
 
 
 def test_single_continuation_has_nan_stderr(lm):
