@@ -110,5 +110,11 @@ def score_pairs(
                 progress_bar=progress_bar)
     finally:
         model.train(was_training)
+    return result_from_terms(terms, distance)
+
+
+def result_from_terms(terms: TrajectoryTerms, distance: Distance) -> TrajectoryResult:
+    """Per-pair distance, standard error and similarity; a slightly negative Monte-Carlo
+    ``symmetric_kl`` (near-identical prompts) counts as 0, so similarity stays in ``(0, 1]``."""
     divergence = terms.divergence(distance)
     return TrajectoryResult(divergence_to_similarity(divergence.clamp_min(0)), divergence, terms.stderr(distance), terms)

@@ -150,3 +150,16 @@ def test_gpt2_style_tokenizer_whose_unk_is_its_bos_gives_no_unknown_word_warning
     result = trajectory_similarity(["a cat"], ["a dog"], model, tokenizer=tokenizer, num_continuations=2, max_new_tokens=3)
     assert torch.isfinite(result.divergence).all()
     assert not [w for w in recwarn if "does not know" in str(w.message)]
+
+
+def test_a_negative_symmetric_kl_estimate_counts_as_zero_distance():
+    from conjure_metrics.trajectory.estimator import TrajectoryTerms
+    from conjure_metrics.trajectory.functional import result_from_terms
+
+    # One pair, two continuations per side; each side's continuations score higher under the other prompt.
+    log_likelihood = torch.tensor([[[[-2.0, -2.2], [-1.9, -2.0]], [[-1.8, -2.1], [-1.9, -2.2]]]], dtype=torch.float64)
+    terms = TrajectoryTerms(log_likelihood, ([["x", "y"]], [["z", "w"]]))
+    result = result_from_terms(terms, "symmetric_kl")
+    # By hand: side a, own - other = (-2.0 + 1.9, -2.2 + 2.0), mean -0.15; side b, (-1.9 + 1.8, -2.2 + 2.1), mean -0.1.
+    assert result.divergence.item() == pytest.approx(-0.25)
+    assert result.similarity.item() == 1.0
