@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 PROMPTS_A = ["a red fox", "a striped cat", "a zebra"]
 PROMPTS_B = ["a blue fox", "a striped cat", "a horse"]
-SETTINGS = dict(num_steps=3, num_samples=2, guidance_scale=2.0, seed=5)
+SETTINGS = dict(num_steps=3, num_samples=2, guidance_scale=2.0, seed=5, weighting="girsanov", min_timestep=100)
 
 
 def _clean_env(tmp_path):
@@ -47,9 +47,13 @@ def _expected(model):
 
 
 def _assert_matches(result, expected):
-    torch.testing.assert_close(torch.tensor(result["divergence"], dtype=torch.float64), expected.divergence)
-    torch.testing.assert_close(torch.tensor(result["similarity"], dtype=torch.float64), expected.similarity)
-    assert result["mean_similarity"] == pytest.approx(float(expected.mean_similarity))
+    # A float32 model in another process with another thread count: equal up to float32 round-off.
+    close = dict(rtol=1e-5, atol=0)
+    torch.testing.assert_close(torch.tensor(result["divergence"], dtype=torch.float64), expected.divergence, **close)
+    torch.testing.assert_close(torch.tensor(result["similarity"], dtype=torch.float64), expected.similarity, **close)
+    assert result["mean_similarity"] == pytest.approx(float(expected.mean_similarity), rel=1e-5)
+    torch.testing.assert_close(torch.tensor(result["stderr"], dtype=torch.float64), expected.stderr, equal_nan=True,
+                               rtol=1e-3, atol=0)  # a spread of nearby values: relative round-off grows
 
 
 def test_bare_name_loads_offline_from_any_directory_after_install(tmp_path, tiny_pixel_repo):
