@@ -38,6 +38,15 @@ def test_a_path_string_is_loaded_by_the_metric_like_a_hub_id(tiny_pixel_repo):
     assert 0 < metric.compute() < 1
 
 
+def test_loading_options_reach_from_pretrained_through_the_metric_and_the_functional(tiny_pixel_repo):
+    metric = ConjureSimilarity(str(tiny_pixel_repo), num_steps=2, num_samples=1,
+                               load_kwargs={"torch_dtype": torch.float64, "sampler": "euler_ancestral"})
+    assert metric.denoiser.dtype == torch.float64 and metric.denoiser.sampler == "euler_ancestral"
+    as_float64 = conjure_similarity(*PAIRS, str(tiny_pixel_repo), num_steps=2, num_samples=1, torch_dtype=torch.float64)
+    as_float32 = conjure_similarity(*PAIRS, str(tiny_pixel_repo), num_steps=2, num_samples=1)
+    assert not torch.equal(as_float64.divergence, as_float32.divergence)  # the option was used
+
+
 def test_components_and_pipeline_objects_are_accepted():
     from diffusers import StableDiffusionPipeline
 
