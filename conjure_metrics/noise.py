@@ -26,13 +26,14 @@ def trajectory_noise(
     """Initial states ``(num_samples, *shape)`` and step noise ``(num_steps, num_samples, *shape)``, on CPU,
     for samples ``first_sample, first_sample + 1, ...``.
 
-    Drawn on the CPU so that the same seed gives the same numbers on every device. With
-    ``antithetic``, odd sample ``2i + 1`` uses the negated noise of sample ``2i``.
+    Drawn on the CPU in float32 whatever ``dtype`` (then cast), so that the same seed gives the same
+    numbers on every device and in every precision: a float64 run differs from a float32 one by
+    round-off only. With ``antithetic``, odd sample ``2i + 1`` uses the negated noise of sample ``2i``.
     """
     initial, steps = [], []
     for j in range(first_sample, first_sample + num_samples):
         base, sign = (j // 2, -1.0 if j % 2 else 1.0) if antithetic else (j, 1.0)
         generator = torch.Generator().manual_seed(sample_seed(seed, base))
-        initial.append(sign * torch.randn(sample_shape, generator=generator, dtype=dtype))
-        steps.append(sign * torch.randn((num_steps, *sample_shape), generator=generator, dtype=dtype))
-    return torch.stack(initial), torch.stack(steps, dim=1)
+        initial.append(sign * torch.randn(sample_shape, generator=generator))
+        steps.append(sign * torch.randn((num_steps, *sample_shape), generator=generator))
+    return torch.stack(initial).to(dtype), torch.stack(steps, dim=1).to(dtype)

@@ -2,8 +2,8 @@
 
 The model being trained scores held-out caption pairs each validation epoch (``val/conjure``), and,
 with ``--track-drift``, how far fine-tuning has moved its meaning of each prompt from the frozen
-starting point (``val/drift``: Jeffreys divergence of base vs fine-tuned, same prompts; the text
-encoder is shared, not copied).
+starting point (``val/drift``: mean conjure similarity 1 / (1 + J) of base vs fine-tuned on the same
+prompts, 1 = no drift; the text encoder is shared, not copied).
 
     python examples/lightning_conjure.py                       # embedded conjure-zoo model, 1 CPU process
     python examples/lightning_conjure.py --devices 2 --strategy ddp --max-steps 20
