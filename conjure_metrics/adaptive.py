@@ -1,12 +1,21 @@
-"""Adaptive Monte-Carlo: each pair draws samples until its standard error reaches a target.
+"""Adaptive Monte-Carlo: a pilot round sizes each pair's run; the estimate comes from fresh samples.
 
-Rounds double the samples of the pairs still above ``target_stderr`` (first round: ``num_samples``)
-until ``max_samples``. Sample ``j`` of a pair always uses the noise seeded by ``(seed, j)``, and a
-pair's continuation depends only on its own estimates, so results are reproducible for a seed.
+Two stages (Stein's two-stage design). A pilot of ``num_samples`` samples per pair estimates the
+spread of that pair's per-sample values; the pair then draws ``n`` fresh samples, enough for
+``target_stderr`` by that spread (at least 2, at most ``max_samples - num_samples``, rounded up to
+a short grid so pairs share model calls), and its estimate and standard error come from those
+``n`` alone. Reusing the pilot, or stopping as soon as the running error looks small, would bias
+the estimate low: with skewed per-sample values a small spread comes with a small mean. Here ``n``
+depends on the pilot only, so the estimate is unbiased and its standard error valid.
+
+Sample ``j`` of a pair always uses the noise seeded by ``(seed, j)`` (pilot ``0 .. num_samples-1``,
+then ``num_samples ..``), and ``n`` depends only on the pair's own pilot, so results are
+reproducible for a seed and do not depend on the other pairs of the batch.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -14,33 +23,43 @@ import torch
 from conjure_metrics.denoisers.protocol import Denoiser
 from conjure_metrics.estimator import JeffreysTerms, Weighting, jeffreys_terms
 
+MIN_FRESH_SAMPLES = 2  # the fewest samples that have a standard error
+
+
+def fresh_sample_count(pilot_stderr: float, pilot_samples: int, target_stderr: float, budget: int) -> int:
+    """Samples a pair draws after its pilot: the standard error scales as ``1 / sqrt(n)``, rounded up
+    to the grid 2, 3, 4, 6, 8, 12, ... (at most 1.5x) and capped at ``budget``.
+
+    Example:
+        >>> fresh_sample_count(0.2, pilot_samples=4, target_stderr=0.1, budget=64)  # needs 16
+        16
+        >>> fresh_sample_count(0.2, pilot_samples=4, target_stderr=0.09, budget=64)  # needs 20 -> 24
+        24
+    """
+    needed = math.ceil(pilot_samples * (pilot_stderr / target_stderr) ** 2) if pilot_stderr > 0 else 0
+    grid = MIN_FRESH_SAMPLES
+    while grid < needed and grid < budget:
+        grid = grid * 3 // 2 if grid & (grid - 1) == 0 else grid * 4 // 3  # 2, 3, 4, 6, 8, 12, 16, ...
+    return min(max(grid, MIN_FRESH_SAMPLES), budget)
+
 
 def adaptive_jeffreys_terms(
     prompts_a: Sequence[str], prompts_b: Sequence[str], model_a: Denoiser, model_b: Denoiser | None, *,
     target_stderr: float, max_samples: int, num_samples: int, weighting: Weighting, **settings: Any,
 ) -> JeffreysTerms:
-    """Terms like :func:`jeffreys_terms`, with per-pair sample counts chosen by the standard error."""
-    chunks: list[list[JeffreysTerms]] = [[] for _ in prompts_a]
-    active = list(range(len(prompts_a)))
-    drawn, round_size = 0, num_samples
-    while active and drawn < max_samples:
-        size = min(round_size, max_samples - drawn)
-        terms = jeffreys_terms([prompts_a[i] for i in active], [prompts_b[i] for i in active], model_a, model_b,
-                               num_samples=size, first_sample=drawn, **settings)
-        for row, pair in enumerate(active):
-            chunks[pair].append(_select(terms, row))
-        drawn += size
-        round_size = drawn
-        stderr = {pair: _merge(chunks[pair]).stderr(weighting).item() for pair in active}
-        active = [pair for pair in active if not stderr[pair] <= target_stderr]  # NaN (one sample) stays active
-    return JeffreysTerms.stack_pairs([_merge(c) for c in chunks])
+    """Terms like :func:`jeffreys_terms` from each pair's fresh samples, their number set by its pilot."""
+    pilot = jeffreys_terms(prompts_a, prompts_b, model_a, model_b, num_samples=num_samples, **settings)
+    budget = max_samples - num_samples
+    counts = [fresh_sample_count(float(error), num_samples, target_stderr, budget) for error in pilot.stderr(weighting)]
+    per_pair: list[JeffreysTerms | None] = [None] * len(prompts_a)
+    for count in sorted(set(counts)):  # one engine call per sample count: pairs share model batches
+        group = [i for i, c in enumerate(counts) if c == count]
+        terms = jeffreys_terms([prompts_a[i] for i in group], [prompts_b[i] for i in group], model_a, model_b,
+                               num_samples=count, first_sample=num_samples, **settings)
+        for row, pair in enumerate(group):
+            per_pair[pair] = _select(terms, row)
+    return JeffreysTerms.stack_pairs(per_pair)
 
 
 def _select(terms: JeffreysTerms, row: int) -> JeffreysTerms:
     return JeffreysTerms(terms.simple[row : row + 1], terms.girsanov[row : row + 1], terms.timesteps, terms.included_steps)
-
-
-def _merge(parts: list[JeffreysTerms]) -> JeffreysTerms:
-    first = parts[0]
-    return JeffreysTerms(torch.cat([p.simple for p in parts], dim=1), torch.cat([p.girsanov for p in parts], dim=1),
-                         first.timesteps, first.included_steps)

@@ -75,9 +75,11 @@ def conjure_similarity(
         seed: noise seed; the score of a pair depends on it only, not on batch size or order.
         max_batch_size: most rows per model call.
         min_timestep: steps at lower timesteps are left out of the divergence.
-        target_stderr: adaptive sampling: pairs whose standard error is above this draw more samples
-            (doubling, starting from ``num_samples``) until below it or at ``max_samples``.
-        max_samples: most samples per pair with ``target_stderr`` (default ``8 * num_samples``).
+        target_stderr: adaptive sampling (:mod:`conjure_metrics.adaptive`): a pilot of ``num_samples``
+            samples (at least 2) measures each pair's spread, then the pair draws as many fresh samples
+            as this standard error needs (at least 2); the result comes from the fresh samples only,
+            so it stays unbiased (its standard error lands near the target, not always below it).
+        max_samples: most samples per pair with ``target_stderr``, pilot included (default ``8 * num_samples``).
         progress_bar: show a tqdm bar (``None``: only on a terminal).
         **load_kwargs: passed to ``DiffusersDenoiser.from_pretrained`` when a model is a path or id
             (e.g. ``torch_dtype``, ``device``).

@@ -107,8 +107,8 @@ class ConjureSimilarity(PairSimilarityMetric):
         """Per-step contributions and predicted clean images for one pair, with this metric's model and settings.
 
         Does not touch the accumulated state. See :func:`conjure_metrics.explain`. Its contributions sum
-        to the divergence of the metric's first ``num_samples`` samples: with ``target_stderr`` the metric
-        may have drawn more for this pair.
+        to the divergence of the first ``num_samples`` samples: without ``target_stderr`` that is the
+        metric's; with it, those samples are the metric's pilot and its estimate comes from later ones.
         """
         from conjure_metrics.explain import explain_with
 

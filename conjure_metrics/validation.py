@@ -48,10 +48,15 @@ def check_settings(
             raise TypeError(f"target_stderr must be a number or None, got {type(target_stderr).__name__}")
         if not math.isfinite(target_stderr) or target_stderr <= 0:
             raise ValueError(f"target_stderr must be finite and positive, got {target_stderr}")
+        if num_samples < 2:
+            raise ValueError(f"num_samples must be at least 2 with target_stderr (the pilot round measures the "
+                             f"spread), got {num_samples}")
     if max_samples is not None:
         if isinstance(max_samples, bool) or not isinstance(max_samples, Integral):
             raise TypeError(f"max_samples must be an int or None, got {type(max_samples).__name__}")
-        if max_samples < num_samples:
-            raise ValueError(f"max_samples ({max_samples}) must be at least num_samples ({num_samples})")
+        least = num_samples + 2 if target_stderr is not None else num_samples
+        if max_samples < least:
+            raise ValueError(f"max_samples ({max_samples}) must be at least {least}: num_samples ({num_samples})"
+                             + (" for the pilot, then 2 fresh samples" if target_stderr is not None else ""))
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")

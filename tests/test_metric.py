@@ -224,6 +224,8 @@ BAD_SETTINGS = [
     ("max_batch_size", ValueError, dict(max_batch_size=0)),
     ("target_stderr", ValueError, dict(target_stderr=0.0)),
     ("max_samples", ValueError, dict(num_samples=4, target_stderr=0.1, max_samples=2)),
+    ("max_samples", ValueError, dict(num_samples=4, target_stderr=0.1, max_samples=5)),  # no room for 2 fresh samples
+    ("num_samples", ValueError, dict(num_samples=1, target_stderr=0.1)),  # a pilot of one has no spread
     ("min_timestep", ValueError, dict(min_timestep=5000)),  # above every step: the divergence would be 0
 ]
 
