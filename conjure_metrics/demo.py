@@ -31,7 +31,7 @@ def _model_and_notice(model: str | None):
 
 
 def format_table(prompts: Sequence[str], similarity: dict, stderr: dict) -> str:
-    """A similarity matrix with standard errors of the divergences beside it."""
+    """A similarity matrix, each similarity with its standard error (delta method from the divergence's)."""
     width = max(len(p) for p in prompts)
     lines = [" " * width + " | " + " | ".join(f"{i:>15}" for i in range(len(prompts)))]
     for i, row in enumerate(prompts):

@@ -163,6 +163,8 @@ def held_out_shape_for(word: str) -> str:
     return SHAPES[zlib.crc32(word.encode()) % len(SHAPES)]
 
 
+_PATTERN_NOUN_PHRASES = {phrase for phrases in PATTERN_NOUNS.values() for phrase in phrases}
+_ORIENTATION_WORD_PHRASES = {phrase for phrases in ORIENTATION_WORDS.values() for phrase in phrases}
 _CANONICAL = {words[0] for group in (COLOUR_WORDS, PATTERN_ADJECTIVES, PATTERN_NOUNS) for words in group.values()}
 
 
@@ -330,8 +332,14 @@ def _tokens(text: str) -> list[tuple[str, str, str]]:
 def parse(text: str) -> Spec:
     """The spec a caption of this grammar means (unknown words are ignored).
 
-    A colour word directly before a pattern noun or an orientation word, or right after
-    "and", is the pattern colour; any other colour word is the coat's.
+    A colour word directly before a pattern noun ("with black stripes") or an orientation word,
+    or right after "and", is the pattern colour; any other colour word ("a red striped cat") is
+    the coat's. What a spec cannot hold is dropped rather than refused: a pattern colour without
+    a pattern ("a black and white cat") or equal to the coat, an orientation without stripes.
+
+    Example:
+        >>> parse("a red striped cat") == Spec(shape="cat", coat="red", pattern="stripes")
+        True
     """
     tokens = _tokens(text)
     found: dict[str, str] = {}
@@ -339,10 +347,16 @@ def parse(text: str) -> Spec:
         if kind == "creature":
             found.update(CREATURES[value])
         elif kind == "colour":
-            after = tokens[j + 1][:2] if j + 1 < len(tokens) else (None, None)
+            after = tokens[j + 1] if j + 1 < len(tokens) else (None, None, None)
             before = tokens[j - 1][:2] if j > 0 else (None, None)
-            marks = (after[0] in ("pattern", "orientation") and after[1] != "plain") or before == ("word", "and")
+            before_noun = after[0] == "pattern" and after[1] != "plain" and after[2] in _PATTERN_NOUN_PHRASES
+            before_orientation = after[0] == "orientation" and after[2] in _ORIENTATION_WORD_PHRASES  # not an adverb
+            marks = before_noun or before_orientation or before == ("word", "and")
             found["pattern_colour" if marks else "coat"] = value
         elif kind != "word":
             found[kind] = value
+    if found.get("pattern") in (None, "plain") or found.get("pattern_colour") == found.get("coat"):
+        found.pop("pattern_colour", None)
+    if found.get("pattern") != "stripes":
+        found.pop("orientation", None)
     return Spec(**found)

@@ -20,6 +20,7 @@ def colour_fraction(images: torch.Tensor, colour: str, tolerance: float = 40.0) 
 
 
 def dominant_colour(images: torch.Tensor, tolerance: float = 40.0) -> list[str]:
-    """The palette colour covering most pixels of each image (the coat, for plain creatures)."""
+    """The palette colour covering most pixels of each image: the coat, for plain creatures, except on
+    near-white grounds (snow), where the background itself reads as "white"."""
     close = palette_distances(images) < tolerance
     return [COLOURS[i] for i in close.float().mean(dim=(2, 3)).argmax(dim=1).tolist()]

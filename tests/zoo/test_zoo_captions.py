@@ -82,3 +82,15 @@ def test_spec_rejects_inconsistent_attributes():
         Spec(coat="red", pattern_colour="red", pattern="spots")
     with pytest.raises(ValueError):
         Spec(pattern="spots", orientation="vertical")
+
+
+@pytest.mark.parametrize("text,spec", [
+    ("a red striped cat", dict(shape="cat", coat="red", pattern="stripes")),  # colour before an adjective: the coat
+    ("a red vertically striped cat", dict(shape="cat", coat="red", pattern="stripes", orientation="vertical")),
+    ("a cat with black stripes", dict(shape="cat", pattern="stripes", pattern_colour="black")),
+    ("a black and white cat", dict(shape="cat", coat="black")),  # no pattern to hold the second colour
+    ("a red cat with red stripes", dict(shape="cat", coat="red", pattern="stripes")),
+    ("a vertical cat", dict(shape="cat")),  # an orientation without stripes
+])
+def test_free_text_outside_the_grammar_parses_to_what_a_spec_can_hold(text, spec):
+    assert parse(text) == Spec(**spec)
