@@ -28,7 +28,8 @@ MIN_FRESH_SAMPLES = 2  # the fewest samples that have a standard error
 
 def fresh_sample_count(pilot_stderr: float, pilot_samples: int, target_stderr: float, budget: int) -> int:
     """Samples a pair draws after its pilot: the standard error scales as ``1 / sqrt(n)``, rounded up
-    to the grid 2, 3, 4, 6, 8, 12, ... (at most 1.5x) and capped at ``budget``.
+    to the grid 2, 3, 4, 6, 8, 12, ... (at most 1.5x) and capped at ``budget``. A pilot whose spread
+    is not a finite number (NaN, inf) gets the whole budget.
 
     Example:
         >>> fresh_sample_count(0.2, pilot_samples=4, target_stderr=0.1, budget=64)  # needs 16
@@ -36,11 +37,20 @@ def fresh_sample_count(pilot_stderr: float, pilot_samples: int, target_stderr: f
         >>> fresh_sample_count(0.2, pilot_samples=4, target_stderr=0.09, budget=64)  # needs 20 -> 24
         24
     """
-    needed = math.ceil(pilot_samples * (pilot_stderr / target_stderr) ** 2) if pilot_stderr > 0 else 0
-    grid = MIN_FRESH_SAMPLES
-    while grid < needed and grid < budget:
-        grid = grid * 3 // 2 if grid & (grid - 1) == 0 else grid * 4 // 3  # 2, 3, 4, 6, 8, 12, 16, ...
-    return min(max(grid, MIN_FRESH_SAMPLES), budget)
+    ratio = pilot_stderr / target_stderr
+    if not math.isfinite(ratio) or ratio * ratio * pilot_samples >= budget:
+        return budget
+    needed = math.ceil(pilot_samples * ratio * ratio)
+    return min(next(level for level in sample_grid(budget) if level >= needed or level == budget), budget)
+
+
+def sample_grid(budget: int) -> list[int]:
+    """2, 3, 4, 6, 8, 12, 16, ... up to ``budget`` (included): the fresh-sample counts pairs may get."""
+    levels, level = [], MIN_FRESH_SAMPLES
+    while level < budget:
+        levels.append(level)
+        level = level * 3 // 2 if level & (level - 1) == 0 else level * 4 // 3
+    return levels + [budget]
 
 
 def adaptive_jeffreys_terms(
@@ -51,15 +61,27 @@ def adaptive_jeffreys_terms(
     pilot = jeffreys_terms(prompts_a, prompts_b, model_a, model_b, num_samples=num_samples, **settings)
     budget = max_samples - num_samples
     counts = [fresh_sample_count(float(error), num_samples, target_stderr, budget) for error in pilot.stderr(weighting)]
-    per_pair: list[JeffreysTerms | None] = [None] * len(prompts_a)
-    for count in sorted(set(counts)):  # one engine call per sample count: pairs share model batches
-        group = [i for i, c in enumerate(counts) if c == count]
+    # Nested levels: every pair that needs at least `level` samples draws the slice up to it in one
+    # call, so pairs share model batches (and prompts their trajectories) whatever their counts.
+    chunks: list[list[JeffreysTerms]] = [[] for _ in prompts_a]
+    drawn = 0
+    for level in sample_grid(budget):
+        group = [i for i, count in enumerate(counts) if count >= level]
+        if not group:
+            break
         terms = jeffreys_terms([prompts_a[i] for i in group], [prompts_b[i] for i in group], model_a, model_b,
-                               num_samples=count, first_sample=num_samples, **settings)
+                               num_samples=level - drawn, first_sample=num_samples + drawn, **settings)
         for row, pair in enumerate(group):
-            per_pair[pair] = _select(terms, row)
-    return JeffreysTerms.stack_pairs(per_pair)
+            chunks[pair].append(_select(terms, row))
+        drawn = level
+    return JeffreysTerms.stack_pairs([_merge(parts) for parts in chunks])
 
 
 def _select(terms: JeffreysTerms, row: int) -> JeffreysTerms:
     return JeffreysTerms(terms.simple[row : row + 1], terms.girsanov[row : row + 1], terms.timesteps, terms.included_steps)
+
+
+def _merge(parts: list[JeffreysTerms]) -> JeffreysTerms:
+    first = parts[0]
+    return JeffreysTerms(torch.cat([p.simple for p in parts], dim=1), torch.cat([p.girsanov for p in parts], dim=1),
+                         first.timesteps, first.included_steps)

@@ -244,3 +244,14 @@ def test_standard_error_matches_the_spread_of_estimates_over_seeds():
         errors.append(result.stderr[0])
     spread, reported = torch.stack(estimates).std(), torch.stack(errors).pow(2).mean().sqrt()
     assert abs(float(spread / reported) - 1) < 0.15
+
+
+def test_fresh_sample_count_handles_extreme_and_undefined_pilots():
+    from conjure_metrics.adaptive import fresh_sample_count
+
+    assert fresh_sample_count(0.0, 4, 0.1, 64) == 2  # no spread: the fewest samples with a standard error
+    assert fresh_sample_count(0.2, 4, 0.1, 64) == 16  # (0.2 / 0.1)^2 * 4, on the grid
+    assert fresh_sample_count(0.2, 4, 0.1, 10) == 10  # capped at the budget
+    assert fresh_sample_count(0.01, 2, 1e-200, 10) == 10  # no overflow
+    assert fresh_sample_count(float("inf"), 2, 1.0, 10) == 10
+    assert fresh_sample_count(float("nan"), 2, 1.0, 10) == 10  # an undefined spread gets the whole budget
