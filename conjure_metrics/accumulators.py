@@ -145,6 +145,17 @@ class PairSimilarityMetric(Metric):
                     model.to(device)
         return this
 
+    def to(self, *args: Any, **kwargs: Any) -> "PairSimilarityMetric":
+        # A device given to .to() moves the models even when the metric already is there: a model
+        # loaded on another device follows the metric, as the docs promise. Dtypes never reach them.
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        this = super().to(*args, **kwargs)
+        if device is not None:
+            for model in getattr(this, "_models", ()):
+                if model is not None and _model_device(model) != torch.device(device):
+                    model.to(device)
+        return this
+
     def _sync_dist(self, dist_sync_fn: Callable = None, process_group: Optional[Any] = None) -> None:
         # A rank that saw no pair must still send float64 (torchmetrics would send an empty
         # tensor of the metric's default dtype, which mismatches the other ranks' float64).
