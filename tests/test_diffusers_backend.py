@@ -73,10 +73,26 @@ def test_a_model_saved_in_half_precision_loads_every_component_in_one_dtype(tmp_
     assert {p.dtype for p in half.text_encoder.parameters()} == {torch.float16}
 
 
-def test_hub_options_reach_the_loaders(tiny_pixel_repo, tmp_path):
-    denoiser = DiffusersDenoiser.from_pretrained(tiny_pixel_repo, cache_dir=tmp_path / "cache", token=False,
-                                                 use_safetensors=True)
+def test_hub_options_reach_the_loaders(tiny_pixel_repo, tmp_path, monkeypatch):
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    seen = {}
+    for cls in (UNet2DConditionModel, CLIPTextModel, AutoTokenizer, DDPMScheduler):
+        original = cls.from_pretrained.__func__
+
+        def recording(klass, *args, _original=original, _name=cls.__name__, **kwargs):
+            seen[_name] = kwargs
+            return _original(klass, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(recording))
+    cache = tmp_path / "cache"
+    denoiser = DiffusersDenoiser.from_pretrained(tiny_pixel_repo, cache_dir=cache, token=False, use_safetensors=True)
     assert denoiser.sample_shape == (3, 8, 8)
+    assert set(seen) == {"UNet2DConditionModel", "CLIPTextModel", "AutoTokenizer", "DDPMScheduler"}
+    for name, kwargs in seen.items():
+        assert kwargs["cache_dir"] == cache and kwargs["token"] is False, name
+    assert seen["UNet2DConditionModel"]["use_safetensors"] is True and seen["CLIPTextModel"]["use_safetensors"] is True
 
 
 @pytest.mark.parametrize("model,message", [

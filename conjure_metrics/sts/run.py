@@ -34,6 +34,10 @@ from conjure_metrics.sts.stats import Correlation, bootstrap_replicates, correla
 from conjure_metrics.validation import check_settings
 
 _METRICS = ("spearman", "pearson")
+# Raised when the same settings start giving other scores (version 2: components loaded in one
+# dtype, float64 noise drawn as float32), so a results file never mixes scores of two versions.
+SCORING_VERSION = 2
+_NOT_SCORE_CHANGING = ("device", "local_files_only", "cache_dir", "token")
 
 
 @dataclass(frozen=True)
@@ -238,10 +242,11 @@ def run_benchmark(
     estimator = dict(num_steps=int(num_steps), num_samples=int(num_samples), guidance_scale=float(guidance_scale),
                      weighting=weighting, seed=int(seed), min_timestep=float(min_timestep))
     # The precision and the loading options (sampler, eta, revision, ...) change scores; the device,
-    # batch size and chunking only by round-off.
-    loading = {k: str(v) for k, v in sorted(load_kwargs.items()) if k != "device" and v is not None}
+    # batch size, chunking and how the files are fetched do not (beyond round-off).
+    loading = {k: str(v) for k, v in sorted(load_kwargs.items()) if k not in _NOT_SCORE_CHANGING and v is not None}
     dtype = {"dtype": loading.pop("torch_dtype")} if "torch_dtype" in loading else {}
-    settings = settings_hash({"model": model_name, **estimator, **dtype, **({"load": loading} if loading else {})})
+    settings = settings_hash({"model": model_name, **estimator, **dtype, **({"load": loading} if loading else {}),
+                              "scoring": SCORING_VERSION})
     selected = [(d, i) for d in datasets for i in evenly_spaced(len(d), max_pairs)]
     store = ResultsFile(results_path) if results_path is not None else None
 
