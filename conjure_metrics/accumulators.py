@@ -140,9 +140,7 @@ class PairSimilarityMetric(Metric):
         # Models follow device moves only: a dtype cast or share_memory() keeps the device, and must
         # not pull a model the user put on a GPU back to the metric's (default CPU) device.
         if device != device_before:
-            for model in getattr(this, "_models", ()):
-                if model is not None and _model_device(model) != device:
-                    model.to(device)
+            this._move_models(device)
         return this
 
     def to(self, *args: Any, **kwargs: Any) -> "PairSimilarityMetric":
@@ -151,10 +149,13 @@ class PairSimilarityMetric(Metric):
         device = torch._C._nn._parse_to(*args, **kwargs)[0]
         this = super().to(*args, **kwargs)
         if device is not None:
-            for model in getattr(this, "_models", ()):
-                if model is not None and _model_device(model) != torch.device(device):
-                    model.to(device)
+            this._move_models(torch.device(device))
         return this
+
+    def _move_models(self, device: torch.device) -> None:
+        for model in getattr(self, "_models", ()):
+            if model is not None and _model_device(model) != device:
+                model.to(device)
 
     def _sync_dist(self, dist_sync_fn: Callable = None, process_group: Optional[Any] = None) -> None:
         # A rank that saw no pair must still send float64 (torchmetrics would send an empty

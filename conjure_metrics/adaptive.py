@@ -41,7 +41,7 @@ def fresh_sample_count(pilot_stderr: float, pilot_samples: int, target_stderr: f
     if not math.isfinite(ratio) or ratio * ratio * pilot_samples >= budget:
         return budget
     needed = math.ceil(pilot_samples * ratio * ratio)
-    return min(next(level for level in sample_grid(budget) if level >= needed or level == budget), budget)
+    return next(level for level in sample_grid(budget) if level >= needed)  # the grid ends at budget > needed
 
 
 def sample_grid(budget: int) -> list[int]:

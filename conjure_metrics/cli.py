@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from conjure_metrics.functional import ConjureResult, conjure_similarity
 from conjure_metrics.sts.cli import add_sts_command
+from conjure_metrics.sts.formats import split_lines
 
 
 def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +51,7 @@ def _read_text_lines(path: str) -> list[str]:
         text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    return re.split(r"\r\n|\r|\n", text)
+    return split_lines(text)
 
 
 def _read_lines(path: str) -> list[str]:
@@ -218,15 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError)  # bad input or environment, not a bug
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message (its type when it has none): what a user error prints."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command: user errors become one line on stderr and exit status 2, no traceback."""
     try:
         check_device(getattr(args, "device", None))
         _check_output("--json", getattr(args, "json_path", None))
         args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, OSError, ImportError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"conjure: error: {message}", file=sys.stderr)
+    except USER_ERRORS as error:
+        print(f"conjure: error: {one_line(error)}", file=sys.stderr)
         return 2
     return 0
 

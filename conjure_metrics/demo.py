@@ -10,6 +10,7 @@ import itertools
 import sys
 from typing import Sequence
 
+from conjure_metrics.cli import USER_ERRORS, one_line
 from conjure_metrics.denoisers.loading import embedded_model_path
 from conjure_metrics.functional import conjure_similarity
 
@@ -65,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance, weighting=args.weighting,
             seed=args.seed, progress_bar=None,
         )
-    except (ValueError, TypeError, OSError, ImportError) as error:  # a user error: one line, like `conjure`
-        parser.error(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+    except USER_ERRORS as error:  # one line, like `conjure`
+        parser.error(one_line(error))
     # The stderr shown is that of the similarity, by the delta method on 1 / (1 + J).
     similarity = {pair: float(s) for pair, s in zip(pairs, result.similarity)}
     stderr = {pair: float(e * s**2) for pair, e, s in zip(pairs, result.stderr, result.similarity)}

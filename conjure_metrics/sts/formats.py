@@ -121,8 +121,8 @@ def _fields(path: Path, line: int, text: str, minimum: int, what: str) -> list[s
 def _lines(path: Path) -> list[str]:
     """Lines of a text file; a few old distributions (lee.cor) are Windows-1252 or Latin-1, not UTF-8.
 
-    Only CR, LF and CRLF end a line: ``str.splitlines`` would also cut at U+2028, U+0085 or a form
-    feed, which JSON strings may hold unescaped and a Windows-1252 ellipsis decodes to under Latin-1.
+    Only CR, LF and CRLF end a line (:func:`split_lines`): JSON strings may hold U+2028 unescaped,
+    and a Windows-1252 ellipsis decodes to U+0085 under Latin-1.
     """
     data = path.read_bytes()
     for encoding in ("utf-8-sig", "cp1252", "latin-1"):
@@ -131,6 +131,11 @@ def _lines(path: Path) -> list[str]:
             break
         except UnicodeDecodeError:
             continue
+    return split_lines(text)
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines ended by CR, LF or CRLF only (``str.splitlines`` also cuts at U+2028, U+0085, form feeds)."""
     lines = re.split(r"\r\n|\r|\n", text)
     return lines[:-1] if lines and lines[-1] == "" else lines
 
