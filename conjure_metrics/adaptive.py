@@ -18,8 +18,6 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-import torch
-
 from conjure_metrics.denoisers.protocol import Denoiser
 from conjure_metrics.estimator import JeffreysTerms, Weighting, jeffreys_terms
 
@@ -72,16 +70,6 @@ def adaptive_jeffreys_terms(
         terms = jeffreys_terms([prompts_a[i] for i in group], [prompts_b[i] for i in group], model_a, model_b,
                                num_samples=level - drawn, first_sample=num_samples + drawn, **settings)
         for row, pair in enumerate(group):
-            chunks[pair].append(_select(terms, row))
+            chunks[pair].append(terms.select(slice(row, row + 1)))
         drawn = level
-    return JeffreysTerms.stack_pairs([_merge(parts) for parts in chunks])
-
-
-def _select(terms: JeffreysTerms, row: int) -> JeffreysTerms:
-    return JeffreysTerms(terms.simple[row : row + 1], terms.girsanov[row : row + 1], terms.timesteps, terms.included_steps)
-
-
-def _merge(parts: list[JeffreysTerms]) -> JeffreysTerms:
-    first = parts[0]
-    return JeffreysTerms(torch.cat([p.simple for p in parts], dim=1), torch.cat([p.girsanov for p in parts], dim=1),
-                         first.timesteps, first.included_steps)
+    return JeffreysTerms.stack_pairs([JeffreysTerms.concat_samples(parts) for parts in chunks])

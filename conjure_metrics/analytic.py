@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from conjure_metrics.chains import ReverseChain, ddim_chain, ddpm_chain, leading_timesteps
+from conjure_metrics.weighting import all_step_weights, counted_steps
 
 
 class GaussianConditionals:
@@ -107,7 +108,8 @@ class GaussianConditionals:
         return slope_u + guidance_scale * (slope - slope_u), offset_u + guidance_scale * (offset - offset_u)
 
     def exact_terms(
-        self, prompt_a: str, prompt_b: str, num_steps: int, guidance_scale: float = 1.0, min_timestep: float = 0
+        self, prompt_a: str, prompt_b: str, num_steps: int, guidance_scale: float = 1.0, min_timestep: float = 0,
+        min_noise: float = 0,
     ) -> dict[str, Tensor]:
         """Expected per-step contributions, ``(2, num_steps)`` per weighting, of the estimator's terms.
 
@@ -117,10 +119,8 @@ class GaussianConditionals:
         """
         chain = self.reverse_chain(num_steps)
         dim = self.means[prompt_a].numel()
-        included = chain.timesteps.double() >= min_timestep
-        girsanov_weight = torch.where(included, chain.girsanov_weight(), torch.zeros(()))
-        simple_weight = included.double() / max(int(included.sum()), 1)
-        terms = {"simple": torch.zeros(2, num_steps, dtype=torch.float64), "girsanov": torch.zeros(2, num_steps, dtype=torch.float64)}
+        weights = all_step_weights(chain, dim, counted_steps(chain, min_noise, min_timestep))
+        expected = torch.zeros(2, num_steps, dtype=torch.float64)
         for direction, driver in enumerate((prompt_a, prompt_b)):
             mean = torch.zeros(dim, dtype=torch.float64)
             variance = torch.tensor(chain.init_std**2, dtype=torch.float64)
@@ -129,16 +129,15 @@ class GaussianConditionals:
                 slope_a, offset_a = self._guided_affine(prompt_a, abar, guidance_scale)
                 slope_b, offset_b = self._guided_affine(prompt_b, abar, guidance_scale)
                 slope_d, offset_d = (slope_a - slope_b) * scale, offset_a - offset_b
-                expected_squared = ((slope_d * mean + offset_d) ** 2).sum() + slope_d**2 * variance * dim
-                terms["simple"][direction, step] = expected_squared / dim * simple_weight[step]
-                terms["girsanov"][direction, step] = expected_squared * girsanov_weight[step]
+                expected[direction, step] = ((slope_d * mean + offset_d) ** 2).sum() + slope_d**2 * variance * dim
                 slope, offset = (slope_a, offset_a) if driver == prompt_a else (slope_b, offset_b)
                 gain = chain.x_coef[step] + chain.eps_coef[step] * slope * scale
                 mean = gain * mean + chain.eps_coef[step] * offset
                 variance = gain**2 * variance + chain.noise_std[step] ** 2
-        return terms
+        return {name: expected * weight for name, weight in weights.items()}
 
     def exact_divergence(self, prompt_a: str, prompt_b: str, num_steps: int, guidance_scale: float = 1.0,
-                         weighting: str = "girsanov", min_timestep: float = 0) -> float:
+                         weighting: str = "girsanov", min_timestep: float = 0, min_noise: float = 0) -> float:
         """The expected value of the estimator's divergence (exact discrete-chain Jeffreys for ``girsanov``)."""
-        return float(self.exact_terms(prompt_a, prompt_b, num_steps, guidance_scale, min_timestep)[weighting].sum())
+        terms = self.exact_terms(prompt_a, prompt_b, num_steps, guidance_scale, min_timestep, min_noise)
+        return float(terms[weighting].sum())

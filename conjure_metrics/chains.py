@@ -36,6 +36,7 @@ class ReverseChain:
         noise_std: standard deviation of the fresh noise added by the step (0 for deterministic steps).
         alpha_bar: variance-preserving signal level ``abar_t`` at each step.
         init_std: standard deviation of the initial state ``x_T``.
+        final_alpha_bar: signal level the last step lands on (1: the data).
     """
 
     timesteps: Tensor
@@ -45,6 +46,7 @@ class ReverseChain:
     noise_std: Tensor
     alpha_bar: Tensor
     init_std: float = 1.0
+    final_alpha_bar: float = 1.0
 
     def __post_init__(self) -> None:
         lengths = {len(t) for t in (self.timesteps, self.input_scale, self.x_coef, self.eps_coef, self.noise_std, self.alpha_bar)}
@@ -54,6 +56,17 @@ class ReverseChain:
     @property
     def num_steps(self) -> int:
         return len(self.timesteps)
+
+    @property
+    def noise_level(self) -> Tensor:
+        """Variance-preserving noise standard deviation ``sqrt(1 - abar)`` at which each step evaluates the model."""
+        return (1 - self.alpha_bar.double()).clamp_min(0).sqrt()
+
+    @property
+    def landing_noise_level(self) -> Tensor:
+        """The noise level each step lands on: the next step's, and ``final_alpha_bar``'s after the last."""
+        final = torch.tensor([1 - self.final_alpha_bar], dtype=torch.float64).clamp_min(0).sqrt()
+        return torch.cat([self.noise_level[1:], final])
 
     @property
     def stochastic(self) -> Tensor:
@@ -159,6 +172,7 @@ def ddim_chain(
         eps_coef=-(abar_prev * (1 - abar) / abar).sqrt() + (1 - abar_prev - std**2).clamp_min(0).sqrt(),
         noise_std=std,
         alpha_bar=abar,
+        final_alpha_bar=float(final_alpha_cumprod),
     )
 
 
@@ -181,6 +195,7 @@ def euler_ancestral_chain(sigmas: Tensor | Sequence[float], timesteps: Sequence[
         noise_std=sigma_up,
         alpha_bar=1 / (sigma_from**2 + 1),
         init_std=float(init_std),
+        final_alpha_bar=float(1 / (sigma_to[-1] ** 2 + 1)),
     )
 
 

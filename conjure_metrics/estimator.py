@@ -7,24 +7,19 @@ predictions at both current states. The squared difference of those predictions,
 the trajectories of side a, estimates ``KL(P_a || P_b)``; along side b, ``KL(P_b || P_a)``; their sum
 is the Jeffreys divergence.
 
-Two weightings are accumulated together (they share every model call):
-
-* ``simple`` — the paper's: mean over elements of ``||Δeps_w||²``, averaged uniformly over steps,
-  summed over the two directions.
-* ``girsanov`` — the exact KL of the discrete Gaussian chains: ``eps_coef² ||Δeps_w||² / (2 noise_std²)``
-  summed over elements and stochastic steps, then over directions. Deterministic steps (the last
-  DDPM step, DDIM with ``eta = 0``) have no finite KL and are left out.
-
-``min_timestep`` leaves out the steps whose timestep is below it, in both weightings, to bound the
-low-noise end where the exact KL concentrates.
+What is recorded is the raw ``||Δeps_w||²`` of every step; each weighting of
+:mod:`conjure_metrics.weighting` (``simple``, the paper's; ``girsanov``, the exact KL of the discrete
+chains; ``min_snr``) is a per-step factor on it, so all of them share every model call. The noise floor
+``min_noise`` (and ``min_timestep``) decides which steps count.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -33,9 +28,9 @@ from tqdm.auto import tqdm
 from conjure_metrics.chains import ReverseChain
 from conjure_metrics.denoisers.protocol import Denoiser
 from conjure_metrics.noise import trajectory_noise
+from conjure_metrics.weighting import WEIGHTINGS, Weighting, all_step_weights, counted_steps
 
-Weighting = Literal["simple", "girsanov"]
-WEIGHTINGS: tuple[str, ...] = ("simple", "girsanov")
+__all__ = ["WEIGHTINGS", "JeffreysTerms", "StepState", "Weighting", "jeffreys_terms"]
 
 
 @dataclass(frozen=True)
@@ -57,31 +52,48 @@ class StepState:
 
 @dataclass(frozen=True)
 class JeffreysTerms:
-    """Per-step Monte-Carlo contributions, float64, shaped ``(pairs, samples, 2, steps)``.
+    """Per-step Monte-Carlo terms, float64, shaped ``(pairs, samples, 2, steps)``.
 
-    Index 2 is the direction: 0 integrates along trajectories of side a (``KL(P_a || P_b)``), 1 along
-    side b. Summing a weighting's tensor over its last two dimensions gives one Monte-Carlo sample of
-    the Jeffreys divergence. ``sample_mask`` (pairs, samples) marks the samples drawn for each pair
-    when pairs got different numbers of samples (adaptive sampling); ``None`` means all.
+    ``squared`` holds ``||Δeps_w||²`` (summed over elements) at every step; index 2 is the direction:
+    0 along trajectories of side a (``KL(P_a || P_b)``), 1 along side b. ``weights`` maps each
+    weighting to its per-step factors (zero on steps that do not count); ``counted_steps`` marks the
+    steps above the noise floor. ``contributions(w)`` summed over its last two dimensions is one
+    Monte-Carlo sample of the Jeffreys divergence. ``sample_mask`` (pairs, samples) marks the samples
+    drawn for each pair when pairs got different numbers of samples (adaptive sampling); ``None``
+    means all.
     """
 
-    simple: Tensor
-    girsanov: Tensor
+    squared: Tensor
+    weights: Mapping[str, Tensor]
     timesteps: Tensor
-    included_steps: Tensor
+    counted_steps: Tensor
     sample_mask: Tensor | None = None
+
+    @property
+    def simple(self) -> Tensor:
+        return self.contributions("simple")
+
+    @property
+    def girsanov(self) -> Tensor:
+        return self.contributions("girsanov")
+
+    @property
+    def included_steps(self) -> Tensor:
+        """Alias of :attr:`counted_steps` (its name before noise floors)."""
+        return self.counted_steps
 
     @property
     def num_samples(self) -> Tensor:
         """Monte-Carlo samples behind each pair's estimate."""
         if self.sample_mask is None:
-            return torch.full(self.simple.shape[:1], self.simple.shape[1], dtype=torch.long)
+            return torch.full(self.squared.shape[:1], self.squared.shape[1], dtype=torch.long)
         return self.sample_mask.sum(dim=1)
 
     def contributions(self, weighting: Weighting) -> Tensor:
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        return getattr(self, weighting)
+        """Per-step contributions of ``weighting``, ``(pairs, samples, 2, steps)``."""
+        if weighting not in self.weights:
+            raise ValueError(f"weighting must be one of {tuple(self.weights)}, got {weighting!r}")
+        return self.squared * self.weights[weighting]
 
     def samples(self, weighting: Weighting) -> Tensor:
         """One Jeffreys estimate per Monte-Carlo sample, ``(pairs, samples)``."""
@@ -100,20 +112,26 @@ class JeffreysTerms:
         variance = deviations.pow(2).sum(dim=1) / (count - 1)
         return torch.where(count > 1, (variance / count).sqrt(), torch.full_like(variance, float("nan")))
 
+    def select(self, pairs: slice) -> "JeffreysTerms":
+        """The terms of some pairs (all samples)."""
+        mask = None if self.sample_mask is None else self.sample_mask[pairs]
+        return replace(self, squared=self.squared[pairs], sample_mask=mask)
+
+    @staticmethod
+    def concat_samples(parts: Sequence["JeffreysTerms"]) -> "JeffreysTerms":
+        """One set of terms holding the samples of ``parts`` (same pairs, drawn in turn)."""
+        return replace(parts[0], squared=torch.cat([p.squared for p in parts], dim=1), sample_mask=None)
+
     @staticmethod
     def stack_pairs(per_pair: Sequence["JeffreysTerms"]) -> "JeffreysTerms":
         """One set of terms from single-pair terms with possibly different numbers of samples."""
-        longest = max(t.simple.shape[1] for t in per_pair)
-
-        def padded(values: Tensor) -> Tensor:
-            return torch.nn.functional.pad(values, (0, 0, 0, 0, 0, longest - values.shape[1]))
-
+        longest = max(t.squared.shape[1] for t in per_pair)
         mask = torch.zeros(len(per_pair), longest, dtype=torch.bool)
         for i, t in enumerate(per_pair):
-            mask[i, : t.simple.shape[1]] = True
-        first = per_pair[0]
-        return JeffreysTerms(torch.cat([padded(t.simple) for t in per_pair]), torch.cat([padded(t.girsanov) for t in per_pair]),
-                             first.timesteps, first.included_steps, None if bool(mask.all()) else mask)
+            mask[i, : t.squared.shape[1]] = True
+        squared = torch.cat([torch.nn.functional.pad(t.squared, (0, 0, 0, 0, 0, longest - t.squared.shape[1]))
+                             for t in per_pair])
+        return replace(per_pair[0], squared=squared, sample_mask=None if bool(mask.all()) else mask)
 
 
 class _ConditioningTable:
@@ -227,6 +245,7 @@ def jeffreys_terms(
     guidance_scale: float = 7.5,
     seed: int = 0,
     max_batch_size: int = 64,
+    min_noise: float = 0,
     min_timestep: float = 0,
     progress_bar: bool | None = False,
     callback: Callable[[StepState], None] | None = None,
@@ -242,6 +261,8 @@ def jeffreys_terms(
     selects which Monte-Carlo samples to draw (``first_sample, ..., first_sample + num_samples - 1``),
     so more samples can be added to an estimate later. ``antithetic`` pairs each sample with one
     drawn from the negated noise (a variance-reduction option; see ``benchmarks/variance_reduction.py``).
+    Steps count towards the divergence when they land at noise level ``min_noise`` or above and their
+    timestep is at least ``min_timestep`` (:func:`~conjure_metrics.weighting.counted_steps`).
     """
     models: list[Denoiser] = [model_a] if model_b is None or model_b is model_a else [model_a, model_b]
     side_models = (0, len(models) - 1)
@@ -263,12 +284,7 @@ def jeffreys_terms(
         initial, step_noise = trajectory_noise(seed, num_samples, chain.num_steps, shape, dtype, first_sample, antithetic)
         x = (initial * chain.init_std).to(device).expand(plan.num_trajectories, *initial.shape).clone()
 
-        included = chain.timesteps.double() >= min_timestep
-        girsanov_weight = torch.where(included, chain.girsanov_weight(), torch.zeros(()))
-        simple_weight = included.double() / max(int(included.sum()), 1)
-        simple = torch.zeros(2, num_pairs, num_samples, chain.num_steps, dtype=torch.float64)
-        girsanov = torch.zeros_like(simple)
-        numel = x[0, 0].numel()
+        squared = torch.zeros(2, num_pairs, num_samples, chain.num_steps, dtype=torch.float64)
 
         all_requests = torch.arange(len(plan.requests))
         # The unconditional prediction only moves a trajectory on (with one model on both sides it
@@ -284,9 +300,7 @@ def jeffreys_terms(
             eps_a = _guide(eps, plan.cond[:, 0], plan.uncond[:, 0] if guided else None, guidance_scale)
             eps_b = _guide(eps, plan.cond[:, 1], plan.uncond[:, 1] if guided else None, guidance_scale)
 
-            squared = (eps_a - eps_b).double().pow(2).flatten(3).sum(-1).cpu()
-            simple[..., step] = squared / numel * simple_weight[step]
-            girsanov[..., step] = squared * girsanov_weight[step]
+            squared[..., step] = (eps_a - eps_b).double().pow(2).flatten(3).sum(-1).cpu()
 
             if callback is not None:
                 callback(StepState(step, chain.timesteps[step], x[plan.trajectory], eps_a, eps_b, chain))
@@ -296,10 +310,9 @@ def jeffreys_terms(
             x = (chain.x_coef[step].to(dtype) * x + chain.eps_coef[step].to(dtype) * drive
                  + chain.noise_std[step].to(dtype) * step_noise[step].to(device))
 
-    def per_pair(values: Tensor) -> Tensor:
-        return values.permute(1, 2, 0, 3).clone()
-
-    return JeffreysTerms(per_pair(simple), per_pair(girsanov), chain.timesteps.clone(), included.clone())
+    counted = counted_steps(chain, min_noise, min_timestep)
+    weights = all_step_weights(chain, math.prod(shape), counted)
+    return JeffreysTerms(squared.permute(1, 2, 0, 3).clone(), weights, chain.timesteps.clone(), counted)
 
 
 def _disable(progress_bar: bool | None) -> bool | None:
