@@ -14,6 +14,7 @@ from conjure_metrics.estimator import JeffreysTerms, StepState, jeffreys_terms
 from conjure_metrics.explain import Explanation, explain
 from conjure_metrics.functional import ConjureResult, conjure_similarity, divergence_to_similarity
 from conjure_metrics.metric import ConjureSimilarity
+from conjure_metrics.settings import ConjureSettings
 from conjure_metrics.trajectory import TrajectorySimilarity, trajectory_similarity
 
 __version__ = "0.1.0"
@@ -22,6 +23,7 @@ __all__ = [
     "CallableDenoiser",
     "CompiledDenoiser",
     "ConjureResult",
+    "ConjureSettings",
     "ConjureSimilarity",
     "Denoiser",
     "DiffusersDenoiser",

@@ -17,29 +17,24 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from conjure_metrics.cli_options import add_settings_arguments, settings_from_args
 from conjure_metrics.functional import ConjureResult, conjure_similarity
 from conjure_metrics.sts.cli import add_sts_command
 from conjure_metrics.sts.formats import split_lines
 
 
-def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
+def _add_estimator_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
     group = parser.add_argument_group("estimator")
-    group.add_argument("--steps", type=int, default=10, help="reverse steps per trajectory (default 10)")
-    group.add_argument("--samples", type=int, default=5, help="Monte-Carlo samples per pair (default 5)")
-    group.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
-    group.add_argument("--weighting", choices=["simple", "girsanov"], default="simple")
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--min-timestep", type=float, default=0)
-    group.add_argument("--max-batch-size", type=int, default=64)
+    add_settings_arguments(group, exclude)
     group.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: where the model loads)")
     group.add_argument("--json", dest="json_path", default=None, help="also write the results to this JSON file")
     group.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    settings = dict(num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance,
-                    weighting=args.weighting, seed=args.seed, min_timestep=args.min_timestep,
-                    max_batch_size=args.max_batch_size, progress_bar=False if args.quiet else None)
+    chosen = settings_from_args(args).record()
+    settings = {name: chosen[name] for name in chosen if hasattr(args, name)}
+    settings["progress_bar"] = False if args.quiet else None
     if args.device is not None:
         settings["device"] = args.device
     return settings
@@ -168,13 +163,12 @@ def _explain(args: argparse.Namespace) -> None:
     # matplotlib picks the format from the suffix and adds ".png" when there is none.
     out = args.out if Path(args.out).suffix else f"{args.out}.png"
     _check_output("--out", out)
-    settings = {k: v for k, v in _settings(args).items() if k != "weighting"}
-    result = explain(args.prompt_a, args.prompt_b, args.model, sample_index=args.sample_index, **settings)
-    figure = result.figure(weighting=args.weighting, highlight=args.highlight, path=out)
+    result = explain(args.prompt_a, args.prompt_b, args.model, sample_index=args.sample_index, **_settings(args))
+    figure = result.figure(highlight=args.highlight, path=out)
     import matplotlib.pyplot as plt
 
     plt.close(figure)
-    print(f"{args.prompt_a!r} vs {args.prompt_b!r}: {args.weighting} divergence {result.divergence[args.weighting]:.4g}")
+    print(f"{args.prompt_a!r} vs {args.prompt_b!r}: {result.weighting} divergence {result.divergence[result.weighting]:.4g}")
     print(f"wrote {out}")
     _write_json(args.json_path, {"settings": _settings_record(args), "prompt_a": args.prompt_a, "prompt_b": args.prompt_b,
                                  "divergence": result.divergence, "timesteps": result.timesteps.tolist(),
@@ -203,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--model", default=None, help="diffusers folder or hub id (default: embedded conjure-zoo)")
     explain.add_argument("--sample-index", type=int, default=0, help="which Monte-Carlo sample to picture")
     explain.add_argument("--highlight", type=_non_negative_int, default=2, help="frame the N largest per-step contributions")
-    _add_estimator_options(explain)
+    _add_estimator_options(explain, exclude=("target_stderr", "max_samples"))
     explain.set_defaults(run=_explain)
 
     compare = commands.add_parser("compare", help="how far one checkpoint moved from another, per prompt")

@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from conjure_metrics.cli import USER_ERRORS, one_line
+from conjure_metrics.cli_options import add_settings_arguments, settings_from_args
 from conjure_metrics.denoisers.loading import embedded_model_path
 from conjure_metrics.functional import conjure_similarity
 
@@ -48,30 +49,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prompts", nargs="*", default=list(ZOO_PROMPTS))
     parser.add_argument("--model", default=None, help="diffusers folder or hub id (default: embedded conjure-zoo)")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--samples", type=int, default=4)
-    parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--weighting", default="simple", choices=["simple", "girsanov"])
-    parser.add_argument("--seed", type=int, default=0)
+    add_settings_arguments(parser.add_argument_group("estimator"), exclude=("target_stderr", "max_samples"),
+                           num_samples=4, guidance_scale=3.0)
     args = parser.parse_args(argv)
     if len(args.prompts) < 2:
         parser.error("give at least two prompts")
 
     pairs = list(itertools.combinations(range(len(args.prompts)), 2))
     try:
+        settings = settings_from_args(args)
         model, notice = _model_and_notice(args.model)
         print(notice)
-        result = conjure_similarity(
-            [args.prompts[i] for i, _ in pairs], [args.prompts[j] for _, j in pairs], model,
-            num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance, weighting=args.weighting,
-            seed=args.seed, progress_bar=None,
-        )
+        result = conjure_similarity([args.prompts[i] for i, _ in pairs], [args.prompts[j] for _, j in pairs], model,
+                                    **settings.record(exclude=("target_stderr", "max_samples")), progress_bar=None)
     except USER_ERRORS as error:  # one line, like `conjure`
         parser.error(one_line(error))
     # The stderr shown is that of the similarity, by the delta method on 1 / (1 + J).
     similarity = {pair: float(s) for pair, s in zip(pairs, result.similarity)}
     stderr = {pair: float(e * s**2) for pair, e, s in zip(pairs, result.stderr, result.similarity)}
-    print(f"ConjureSimilarity ({args.weighting}, {args.steps} steps, {args.samples} samples, guidance {args.guidance}, seed {args.seed})")
+    used = result.settings
+    print(f"ConjureSimilarity ({used.weighting}, noise floor {used.min_noise}, {used.num_steps} steps, "
+          f"{used.num_samples} samples, guidance {used.guidance_scale}, seed {used.seed})")
     print(format_table(args.prompts, similarity, stderr))
     best = max(pairs, key=similarity.get)
     print(f"most similar: {args.prompts[best[0]]!r} ~ {args.prompts[best[1]]!r}")

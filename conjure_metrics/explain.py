@@ -19,9 +19,11 @@ from torch import Tensor
 
 from conjure_metrics.denoisers.loading import ModelLike, load_denoiser
 from conjure_metrics.denoisers.protocol import Denoiser, decode_to_pixels
-from conjure_metrics.estimator import WEIGHTINGS, StepState, jeffreys_terms
+from conjure_metrics.estimator import StepState, jeffreys_terms
 from conjure_metrics.functional import check_chain_settings, divergence_to_similarity
-from conjure_metrics.validation import check_prompts, check_settings
+from conjure_metrics.settings import ConjureSettings, comparison_mode
+from conjure_metrics.validation import check_prompts
+from conjure_metrics.weighting import WEIGHTINGS, Weighting
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,12 @@ class Explanation:
     Attributes:
         prompt_a, prompt_b: the two prompts (or one prompt under two models).
         timesteps: model timestep of each step, ``(steps,)``.
+        counted_steps: which steps count towards the divergence (above the noise floor), ``(steps,)``.
         contributions: weighting -> per-step contributions ``(2, steps)``, direction 0 along A's
             trajectory, 1 along B's, averaged over Monte-Carlo samples; they sum to ``divergence``.
-            ``"girsanov"`` is absent when no kept step is stochastic (no finite path KL, as in the metric).
+            ``"girsanov"`` is absent when no counted step is stochastic (no finite path KL, as in the metric).
         divergence: weighting -> the Monte-Carlo Jeffreys divergence (what the metric reports).
+        weighting: the weighting the metric reports with these settings (the figure's default).
         denoised: pixels in ``[0, 1]`` of the predicted clean image, ``(2, 2, steps, 3, H, W)``:
             ``[trajectory (A, B), conditioning prompt (A, B), step]``, for sample ``sample_index``.
         difference: per-pixel disagreement ``|x̂₀|A − x̂₀|B|`` averaged over channels, ``(2, steps, H, W)``.
@@ -48,16 +52,22 @@ class Explanation:
     denoised: Tensor
     difference: Tensor
     sample_index: int
+    counted_steps: Tensor
+    weighting: str = "simple"
 
     @property
     def similarity(self) -> dict[str, float]:
         return {w: float(divergence_to_similarity(torch.tensor(d))) for w, d in self.divergence.items()}
 
-    def figure(self, weighting: str = "simple", highlight: int = 2, path: str | Path | None = None) -> Any:
-        """A matplotlib figure of the explanation (saved as PNG to ``path`` if given)."""
+    def figure(self, weighting: str | None = None, highlight: int = 2, path: str | Path | None = None) -> Any:
+        """A matplotlib figure of the explanation (saved as PNG to ``path`` if given).
+
+        ``weighting`` defaults to the one the metric reports with these settings; steps below the
+        noise floor are greyed out.
+        """
         from conjure_metrics.explain_figure import explanation_figure
 
-        figure = explanation_figure(self, weighting, highlight)
+        figure = explanation_figure(self, weighting or self.weighting, highlight)
         if path is not None:
             figure.savefig(path, dpi=120, bbox_inches="tight")
         return figure
@@ -97,6 +107,8 @@ def explain(
     num_steps: int = 10,
     num_samples: int = 5,
     guidance_scale: float = 7.5,
+    weighting: Weighting | None = None,
+    min_noise: float | None = None,
     seed: int = 0,
     min_timestep: float = 0,
     sample_index: int = 0,
@@ -107,8 +119,9 @@ def explain(
     """Per-step contributions and predicted clean images for one pair, with the metric's seed and settings.
 
     The contributions sum to the divergence :func:`~conjure_metrics.conjure_similarity` reports for the
-    same seed and settings. Pictures come from Monte-Carlo sample ``sample_index`` and are decoded
-    through the model's VAE when it works in latent space.
+    same seed and settings (every weighting is computed; ``weighting`` and ``min_noise`` default by mode
+    as there). Pictures come from Monte-Carlo sample ``sample_index`` and are decoded through the
+    model's VAE when it works in latent space.
 
     Examples:
         >>> import torch
@@ -122,27 +135,33 @@ def explain(
         (torch.Size([2, 2, 4, 3, 4, 4]), torch.Size([2, 4]))
     """
     check_prompts([prompt_a], [prompt_b])
-    check_settings(num_steps, num_samples, guidance_scale, "simple", seed, max_batch_size, min_timestep)
-    if not 0 <= sample_index < num_samples:
-        raise ValueError(f"sample_index must be in [0, num_samples), got {sample_index}")
+    settings = ConjureSettings(num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale,
+                               weighting=weighting, min_noise=min_noise, seed=seed, max_batch_size=max_batch_size,
+                               min_timestep=min_timestep)
+    check_sample_index(sample_index, num_samples)
     denoiser_a = load_denoiser(model, "model", **load_kwargs)
     denoiser_b = None if model_b is None else load_denoiser(model_b, "model_b", **load_kwargs)
-    return explain_with(prompt_a, prompt_b, denoiser_a, denoiser_b, num_steps=num_steps, num_samples=num_samples,
-                        guidance_scale=guidance_scale, seed=seed, min_timestep=min_timestep,
-                        sample_index=sample_index, max_batch_size=max_batch_size, progress_bar=progress_bar)
+    return explain_with(prompt_a, prompt_b, denoiser_a, denoiser_b, settings, sample_index=sample_index,
+                        progress_bar=progress_bar)
+
+
+def check_sample_index(sample_index: Any, num_samples: int) -> None:
+    if isinstance(sample_index, bool) or not isinstance(sample_index, int):
+        raise TypeError(f"sample_index must be an int, got {type(sample_index).__name__}")
+    if not 0 <= sample_index < num_samples:
+        raise ValueError(f"sample_index must be in [0, num_samples={num_samples}), got {sample_index}")
 
 
 def explain_with(
-    prompt_a: str, prompt_b: str, denoiser_a: Denoiser, denoiser_b: Denoiser | None, *, num_steps: int,
-    num_samples: int, guidance_scale: float, seed: int, min_timestep: float, sample_index: int,
-    max_batch_size: int, progress_bar: bool | None = False,
+    prompt_a: str, prompt_b: str, denoiser_a: Denoiser, denoiser_b: Denoiser | None, settings: ConjureSettings, *,
+    sample_index: int, progress_bar: bool | None = False,
 ) -> Explanation:
     """:func:`explain` on loaded models and checked arguments (the metric's ``explain`` uses it)."""
-    check_chain_settings(denoiser_a, num_steps, min_timestep, "simple")
+    settings = settings.for_mode(comparison_mode(denoiser_b, denoiser_a))
+    check_chain_settings(denoiser_a, settings)
     recorder = _Recorder(sample_index)
-    terms = jeffreys_terms([prompt_a], [prompt_b], denoiser_a, denoiser_b, num_steps=num_steps,
-                           num_samples=num_samples, guidance_scale=float(guidance_scale), seed=int(seed),
-                           min_timestep=float(min_timestep), max_batch_size=max_batch_size,
+    max_batch_size = settings.max_batch_size
+    terms = jeffreys_terms([prompt_a], [prompt_b], denoiser_a, denoiser_b, **settings.estimator_kwargs(),
                            progress_bar=progress_bar, callback=recorder)
     x0 = torch.stack(recorder.x0, dim=2)  # (trajectory, prompt, step, *sample_shape)
     with torch.inference_mode():
@@ -150,14 +169,14 @@ def explain_with(
         pixels = torch.cat([decode_to_pixels(denoiser_a, flat[i:i + max_batch_size]).float().cpu()
                             for i in range(0, len(flat), max_batch_size)])
     pixels = _as_images(pixels).unflatten(0, x0.shape[:3])
-    # A sampler without stochastic steps (kept) has no finite path KL: no girsanov view, as in the metric.
-    stochastic = denoiser_a.reverse_chain(int(num_steps)).stochastic.cpu() & terms.included_steps.cpu()
+    # A sampler without stochastic steps (counted) has no finite path KL: no girsanov view, as in the metric.
+    stochastic = denoiser_a.reverse_chain(int(settings.num_steps)).stochastic.cpu() & terms.counted_steps.cpu()
     weightings = WEIGHTINGS if bool(stochastic.any()) else tuple(w for w in WEIGHTINGS if w != "girsanov")
     contributions = {w: terms.contributions(w)[0].mean(dim=0) for w in weightings}
     divergence = {w: float(terms.divergence(w)[0]) for w in weightings}
     difference = (pixels[:, 0] - pixels[:, 1]).abs().mean(dim=2)
     return Explanation(prompt_a, prompt_b, terms.timesteps, contributions, divergence, pixels.clone(),
-                       difference.clone(), sample_index)
+                       difference.clone(), sample_index, terms.counted_steps.clone(), str(settings.weighting))
 
 
 def _as_images(pixels: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ def explanation_figure(explanation: "Explanation", weighting: str = "simple", hi
     except ImportError as error:
         raise ImportError("figures need matplotlib: pip install 'conjure_metrics[plot]'") from error
     if weighting == "girsanov" and weighting not in explanation.contributions:
-        raise ValueError("weighting='girsanov' needs stochastic steps (at or above min_timestep): a deterministic "
+        raise ValueError("weighting='girsanov' needs stochastic steps (above the noise floor): a deterministic "
                          "sampler has no finite path KL; use weighting='simple' or an ancestral sampler")
     if weighting not in explanation.contributions:
         raise ValueError(f"weighting must be one of {tuple(explanation.contributions)}, got {weighting!r}")
@@ -62,6 +62,10 @@ def explanation_figure(explanation: "Explanation", weighting: str = "simple", hi
     positions = torch.arange(steps).float()
     strip.bar(positions - 0.2, contributions[0].numpy(), width=0.4, label="along A (KL(A‖B))", color="tab:orange")
     strip.bar(positions + 0.2, contributions[1].numpy(), width=0.4, label="along B (KL(B‖A))", color="tab:blue")
+    uncounted = [step for step in range(steps) if not bool(explanation.counted_steps[step])]
+    for number, step in enumerate(uncounted):
+        strip.axvspan(step - 0.5, step + 0.5, color="0.88", zorder=0,
+                      label="not counted (below the noise floor)" if number == 0 else None)
     strip.set_xticks(positions.tolist(), [str(int(t)) for t in explanation.timesteps], fontsize=7)
     strip.set_xlim(-0.5, steps - 0.5)
     strip.set_xlabel("timestep (noisy → clean)", fontsize=8)

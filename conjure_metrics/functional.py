@@ -10,8 +10,10 @@ from torch import Tensor
 from conjure_metrics.adaptive import adaptive_jeffreys_terms
 from conjure_metrics.denoisers.loading import ModelLike, load_denoiser
 from conjure_metrics.denoisers.protocol import Denoiser
-from conjure_metrics.estimator import JeffreysTerms, Weighting, jeffreys_terms
-from conjure_metrics.validation import check_prompts, check_settings
+from conjure_metrics.estimator import JeffreysTerms, jeffreys_terms
+from conjure_metrics.settings import ConjureSettings, comparison_mode
+from conjure_metrics.validation import check_prompts
+from conjure_metrics.weighting import Weighting, counted_steps
 
 
 def divergence_to_similarity(divergence: Tensor) -> Tensor:
@@ -24,12 +26,16 @@ def divergence_to_similarity(divergence: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class ConjureResult:
-    """Per-pair results of :func:`conjure_similarity` (float64 tensors of length ``num_pairs``)."""
+    """Per-pair results of :func:`conjure_similarity` (float64 tensors of length ``num_pairs``).
+
+    ``settings`` are the ones used, with the mode's defaults filled in (``weighting``, ``min_noise``).
+    """
 
     similarity: Tensor
     divergence: Tensor
     stderr: Tensor
     terms: JeffreysTerms
+    settings: ConjureSettings
 
     @property
     def mean_similarity(self) -> Tensor:
@@ -45,7 +51,8 @@ def conjure_similarity(
     num_steps: int = 10,
     num_samples: int = 5,
     guidance_scale: float = 7.5,
-    weighting: Weighting = "simple",
+    weighting: Weighting | None = None,
+    min_noise: float | None = None,
     seed: int = 0,
     max_batch_size: int = 64,
     min_timestep: float = 0,
@@ -71,10 +78,16 @@ def conjure_similarity(
         num_steps: reverse steps per trajectory (paper: ~10).
         num_samples: Monte-Carlo samples per pair (the same noise for every pair; paper: 1-5).
         guidance_scale: classifier-free guidance ``w`` (``1`` disables guidance; paper: 7.5).
-        weighting: ``"simple"`` (paper's uniform ``||Δeps||²``) or ``"girsanov"`` (exact path KL of the chains).
+        weighting: ``"simple"`` (paper's uniform ``||Δeps||²``), ``"girsanov"`` (exact path KL of the
+            chains) or ``"min_snr"`` (:mod:`conjure_metrics.weighting`). Default: ``"simple"``.
+        min_noise: noise floor: a step counts when the noise level σ = √(1 − ᾱ) it lands on is at least
+            this (0 counts every step). Default (``None``): 0 for two prompts under one model,
+            0.2 with ``model_b`` (checkpoint comparison), where the near-noiseless last steps measure
+            generic weight drift rather than meaning (see docs/method.md, "Step weighting").
         seed: noise seed; the score of a pair depends on it only, not on batch size or order.
         max_batch_size: most rows per model call.
-        min_timestep: steps at lower timesteps are left out of the divergence.
+        min_timestep: steps at lower model timesteps are left out too (prefer ``min_noise``, which
+            means the same part of the process at any number of steps).
         target_stderr: adaptive sampling (:mod:`conjure_metrics.adaptive`): a pilot of ``num_samples``
             samples (at least 2) measures each pair's spread, then the pair draws as many fresh samples
             as this standard error needs (at least 2); the result comes from the fresh samples only,
@@ -97,48 +110,53 @@ def conjure_similarity(
         True
     """
     prompts_a, prompts_b = check_prompts(prompts_a, prompts_b)
-    check_settings(num_steps, num_samples, guidance_scale, weighting, seed, max_batch_size, min_timestep,
-                   target_stderr, max_samples)
+    settings = ConjureSettings(
+        num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale, weighting=weighting,
+        min_noise=min_noise, seed=seed, max_batch_size=max_batch_size, min_timestep=min_timestep,
+        target_stderr=target_stderr, max_samples=max_samples)
     denoiser_a = load_denoiser(model, "model", **load_kwargs)
     denoiser_b = None if model_b is None else load_denoiser(model_b, "model_b", **load_kwargs)
-    return score_pairs(
-        prompts_a, prompts_b, denoiser_a, denoiser_b, num_steps=num_steps, num_samples=num_samples,
-        guidance_scale=guidance_scale, weighting=weighting, seed=seed, max_batch_size=max_batch_size,
-        min_timestep=min_timestep, target_stderr=target_stderr, max_samples=max_samples, progress_bar=progress_bar,
-    )
+    return score_pairs(prompts_a, prompts_b, denoiser_a, denoiser_b, settings, progress_bar=progress_bar)
 
 
-def check_chain_settings(denoiser: Denoiser, num_steps: int, min_timestep: float, weighting: Weighting) -> None:
-    """Settings that only the model's reverse chain can rule out: a ``min_timestep`` that leaves out
-    every step (the divergence would be 0 for any pair), ``girsanov`` on a deterministic sampler."""
-    chain = denoiser.reverse_chain(int(num_steps))
-    included = chain.timesteps.double() >= min_timestep
-    if not included.any():
+def check_chain_settings(denoiser: Denoiser, settings: ConjureSettings) -> None:
+    """Settings that only the model's reverse chain can rule out (on resolved settings): a noise floor
+    or ``min_timestep`` that leaves out every step (the divergence would be 0 for any pair),
+    ``girsanov`` on a deterministic sampler."""
+    chain = denoiser.reverse_chain(int(settings.num_steps))
+    counted = counted_steps(chain, settings.min_noise or 0.0, settings.min_timestep)
+    if not counted.any():
         raise ValueError(
-            f"min_timestep={min_timestep} leaves out every step: this model's {int(num_steps)}-step chain runs "
-            f"from timestep {int(chain.timesteps.max())} down to {int(chain.timesteps.min())}"
+            f"min_noise={settings.min_noise} and min_timestep={settings.min_timestep} leave out every step: this "
+            f"model's {int(settings.num_steps)}-step chain lands on noise levels "
+            f"{float(chain.landing_noise_level.max()):.3g} down to {float(chain.landing_noise_level.min()):.3g} "
+            f"(timesteps {int(chain.timesteps.max())} down to {int(chain.timesteps.min())})"
         )
-    if weighting == "girsanov" and not (chain.stochastic & included).any():
+    if settings.weighting == "girsanov" and not (chain.stochastic & counted).any():
         raise ValueError(
-            "weighting='girsanov' needs stochastic steps (at or above min_timestep): a deterministic "
+            "weighting='girsanov' needs stochastic steps (above the noise floor): a deterministic "
             "sampler has no finite path KL; use weighting='simple' or an ancestral sampler"
         )
 
 
 def score_pairs(
-    prompts_a: Sequence[str], prompts_b: Sequence[str], denoiser_a: Denoiser, denoiser_b: Denoiser | None, *,
-    num_steps: int, num_samples: int, guidance_scale: float, weighting: Weighting, seed: int, max_batch_size: int,
-    min_timestep: float, progress_bar: bool | None, target_stderr: float | None = None, max_samples: int | None = None,
+    prompts_a: Sequence[str], prompts_b: Sequence[str], denoiser_a: Denoiser, denoiser_b: Denoiser | None,
+    settings: ConjureSettings, *, progress_bar: bool | None = False,
 ) -> ConjureResult:
-    """The computation :func:`conjure_similarity` and the metric share, on checked arguments and loaded models."""
-    check_chain_settings(denoiser_a, num_steps, min_timestep, weighting)
-    settings = dict(num_steps=int(num_steps), guidance_scale=float(guidance_scale), seed=int(seed),
-                    max_batch_size=int(max_batch_size), min_timestep=float(min_timestep), progress_bar=progress_bar)
-    if target_stderr is None:
-        terms = jeffreys_terms(prompts_a, prompts_b, denoiser_a, denoiser_b, num_samples=int(num_samples), **settings)
+    """The computation :func:`conjure_similarity` and the metric share, on checked settings and loaded models.
+
+    Unset ``weighting`` / ``min_noise`` take the defaults of the comparison's mode.
+    """
+    settings = settings.for_mode(comparison_mode(denoiser_b, denoiser_a))
+    check_chain_settings(denoiser_a, settings)
+    estimator = dict(settings.estimator_kwargs(), progress_bar=progress_bar)
+    if settings.target_stderr is None:
+        terms = jeffreys_terms(prompts_a, prompts_b, denoiser_a, denoiser_b, **estimator)
     else:
-        terms = adaptive_jeffreys_terms(
-            prompts_a, prompts_b, denoiser_a, denoiser_b, target_stderr=float(target_stderr), weighting=weighting,
-            num_samples=int(num_samples), max_samples=int(max_samples or 8 * num_samples), **settings)
-    divergence = terms.divergence(weighting)
-    return ConjureResult(divergence_to_similarity(divergence), divergence, terms.stderr(weighting), terms)
+        estimator["max_samples"] = int(settings.max_samples or 8 * settings.num_samples)
+        terms = adaptive_jeffreys_terms(prompts_a, prompts_b, denoiser_a, denoiser_b,
+                                        target_stderr=float(settings.target_stderr),
+                                        weighting=settings.weighting, **estimator)
+    divergence = terms.divergence(settings.weighting)
+    return ConjureResult(divergence_to_similarity(divergence), divergence, terms.stderr(settings.weighting), terms,
+                         settings)

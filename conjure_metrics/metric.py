@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from conjure_metrics.accumulators import PairSimilarityMetric, SharedModels
 from conjure_metrics.denoisers.loading import ModelLike, load_denoiser
-from conjure_metrics.estimator import Weighting
 from conjure_metrics.functional import check_chain_settings, score_pairs
-from conjure_metrics.validation import check_prompts, check_settings
+from conjure_metrics.settings import ConjureSettings, comparison_mode
+from conjure_metrics.validation import check_prompts
+from conjure_metrics.weighting import Weighting
 
 if TYPE_CHECKING:
     from conjure_metrics.explain import Explanation
@@ -35,10 +36,14 @@ class ConjureSimilarity(PairSimilarityMetric):
         num_steps: reverse steps per trajectory.
         num_samples: Monte-Carlo samples per pair.
         guidance_scale: classifier-free guidance scale (``1`` disables guidance).
-        weighting: ``"simple"`` or ``"girsanov"``.
+        weighting: ``"simple"``, ``"girsanov"`` or ``"min_snr"``; default ``"simple"``.
+        min_noise: noise floor: a step counts when the noise level σ = √(1 − ᾱ) it lands on is at least
+            this. Default (``None``) by mode: 0 when both prompts share ``model``; 0.2 with ``model_b``
+            (checkpoint comparison), where the near-noiseless last steps measure generic weight drift.
+            ``repr(metric)`` shows the settings in force.
         seed: noise seed (a pair's score depends on it only).
         max_batch_size: most rows per model call.
-        min_timestep: steps below this timestep are left out of the divergence.
+        min_timestep: steps below this model timestep are left out too (prefer ``min_noise``).
         target_stderr: adaptive sampling target (see :func:`~conjure_metrics.conjure_similarity`).
         max_samples: most samples per pair with ``target_stderr``.
         model_b: model for the second prompt of each pair (defaults to ``model``): compare checkpoints.
@@ -71,7 +76,8 @@ class ConjureSimilarity(PairSimilarityMetric):
         num_steps: int = 10,
         num_samples: int = 5,
         guidance_scale: float = 7.5,
-        weighting: Weighting = "simple",
+        weighting: Optional[Weighting] = None,
+        min_noise: Optional[float] = None,
         seed: int = 0,
         max_batch_size: int = 64,
         min_timestep: float = 0,
@@ -83,11 +89,10 @@ class ConjureSimilarity(PairSimilarityMetric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_settings(num_steps, num_samples, guidance_scale, weighting, seed, max_batch_size, min_timestep,
-                       target_stderr, max_samples)
-        self.settings = dict(num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale,
-                             weighting=weighting, seed=seed, max_batch_size=max_batch_size, min_timestep=min_timestep,
-                             target_stderr=target_stderr, max_samples=max_samples)
+        settings = ConjureSettings(
+            num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale, weighting=weighting,
+            min_noise=min_noise, seed=seed, max_batch_size=max_batch_size, min_timestep=min_timestep,
+            target_stderr=target_stderr, max_samples=max_samples)
         self.progress_bar = progress_bar
         load_kwargs = load_kwargs or {}
         # A tuple, not attributes: nn.Module would register module-typed denoisers, and their weights
@@ -96,7 +101,12 @@ class ConjureSimilarity(PairSimilarityMetric):
             load_denoiser(model, "model", **load_kwargs),
             None if model_b is None else load_denoiser(model_b, "model_b", **load_kwargs),
         ))
-        check_chain_settings(self._models[0], num_steps, min_timestep, weighting)
+        self.mode = comparison_mode(self._models[1], self._models[0])
+        self.settings = settings.for_mode(self.mode)
+        check_chain_settings(self._models[0], self.settings)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, {self.settings.describe()}"
 
     @property
     def denoiser(self):
@@ -110,16 +120,14 @@ class ConjureSimilarity(PairSimilarityMetric):
         to the divergence of the first ``num_samples`` samples: without ``target_stderr`` that is the
         metric's; with it, those samples are the metric's pilot and its estimate comes from later ones.
         """
-        from conjure_metrics.explain import explain_with
+        from conjure_metrics.explain import check_sample_index, explain_with
 
         check_prompts([prompt_a], [prompt_b])
-        settings = {k: v for k, v in self.settings.items() if k not in ("weighting", "target_stderr", "max_samples")}
-        if not 0 <= sample_index < settings["num_samples"]:
-            raise ValueError(f"sample_index must be in [0, num_samples), got {sample_index}")
-        return explain_with(prompt_a, prompt_b, *self._models, sample_index=sample_index, **settings)
+        check_sample_index(sample_index, self.settings.num_samples)
+        return explain_with(prompt_a, prompt_b, *self._models, self.settings, sample_index=sample_index)
 
     def update(self, prompts_a: Sequence[str], prompts_b: Sequence[str]) -> None:
         """Score a batch of pairs ``(prompts_a[i], prompts_b[i])`` and accumulate the results."""
         prompts_a, prompts_b = check_prompts(prompts_a, prompts_b)
-        result = score_pairs(prompts_a, prompts_b, *self._models, progress_bar=self.progress_bar, **self.settings)
+        result = score_pairs(prompts_a, prompts_b, *self._models, self.settings, progress_bar=self.progress_bar)
         self._accumulate(result.similarity, result.divergence, result.stderr)

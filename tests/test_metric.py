@@ -40,7 +40,9 @@ def test_forward_returns_the_batch_value_and_keeps_the_running_mean():
 
 NON_DEFAULT_SETTINGS = [
     dict(min_timestep=300),
+    dict(min_noise=0.3),
     dict(weighting="girsanov"),
+    dict(weighting="min_snr"),
     dict(target_stderr=1e-3, max_samples=12),
     dict(guidance_scale=4.0),
     dict(seed=7),

@@ -5,6 +5,7 @@ import evaluate
 
 from conjure_metrics.denoisers.loading import load_denoiser
 from conjure_metrics.functional import conjure_similarity
+from conjure_metrics.settings import ConjureSettings
 
 _CITATION = """\
 @inproceedings{liu2026conjuring,
@@ -30,8 +31,10 @@ Args:
     model (`str`, optional): diffusers folder or hub id; defaults to the embedded conjure-zoo model.
     model_b (`str`, optional): model for `prompts_b` (defaults to `model`): compare checkpoints.
     num_steps (`int`, default 10), num_samples (`int`, default 5), guidance_scale (`float`, default 7.5),
-    weighting (`"simple"` or `"girsanov"`), seed (`int`, default 0), max_batch_size (`int`, default 64),
-    min_timestep (`float`, default 0): estimator settings, as in `conjure_metrics.conjure_similarity`.
+    weighting (`"simple"`, `"girsanov"` or `"min_snr"`; default by mode), min_noise (`float`; default by mode:
+    0 for prompts, 0.2 with `model_b`), seed (`int`, default 0), max_batch_size (`int`, default 64),
+    min_timestep (`float`, default 0), target_stderr (`float`, optional), max_samples (`int`, optional):
+    estimator settings, as in `conjure_metrics.conjure_similarity`.
 Returns:
     mean_similarity (`float`): mean of the per-pair similarities.
     similarity (`list` of `float`): 1 / (1 + divergence) per pair, in [0, 1].
@@ -68,13 +71,12 @@ class Conjure(evaluate.Metric):
             cache[model] = load_denoiser(model)
         return cache[model]
 
-    def _compute(self, prompts_a, prompts_b, model=None, model_b=None, num_steps=10, num_samples=5,
-                 guidance_scale=7.5, weighting="simple", seed=0, max_batch_size=64, min_timestep=0):
+    def _compute(self, prompts_a, prompts_b, model=None, model_b=None, **settings):
+        # The settings object names a misspelt or unknown setting before any model loads.
+        checked = ConjureSettings.from_kwargs(**settings)
         result = conjure_similarity(
             list(prompts_a), list(prompts_b), self._denoiser(model),
-            model_b=None if model_b is None else self._denoiser(model_b),
-            num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale, weighting=weighting,
-            seed=seed, max_batch_size=max_batch_size, min_timestep=min_timestep, progress_bar=False,
+            model_b=None if model_b is None else self._denoiser(model_b), **checked.record(), progress_bar=False,
         )
         return {
             "mean_similarity": float(result.mean_similarity),

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from conjure_metrics.cli_options import add_settings_arguments, settings_from_args
 from conjure_metrics.sts.formats import FORMATS, load_datasets
 from conjure_metrics.sts.run import run_benchmark
 
@@ -42,13 +43,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="at most N pairs per dataset, evenly spaced through it")
     estimator = parser.add_argument_group("estimator")
     estimator.add_argument("--model", default=None, help="diffusers folder or hub id (default: embedded conjure-zoo)")
-    estimator.add_argument("--steps", type=int, default=10, help="reverse steps per trajectory (default 10)")
-    estimator.add_argument("--samples", type=int, default=3, help="Monte-Carlo samples per pair (default 3)")
-    estimator.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
-    estimator.add_argument("--weighting", choices=["simple", "girsanov"], default="simple")
-    estimator.add_argument("--seed", type=int, default=0)
-    estimator.add_argument("--min-timestep", type=float, default=0)
-    estimator.add_argument("--max-batch-size", type=int, default=64)
+    add_settings_arguments(estimator, exclude=("target_stderr", "max_samples"), num_samples=3)
     estimator.add_argument("--chunk-size", type=int, default=32, help="pairs per chunk, per rank (default 32)")
     estimator.add_argument("--device", default=None, help="e.g. cpu, cuda (default: where the model loads; "
                                                           "cuda:LOCAL_RANK under torchrun)")
@@ -72,8 +67,7 @@ def _run(args: argparse.Namespace) -> None:
 
         load_kwargs["torch_dtype"] = getattr(torch, args.dtype)
     report = run_benchmark(
-        datasets, args.model, num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance,
-        weighting=args.weighting, seed=args.seed, min_timestep=args.min_timestep, max_batch_size=args.max_batch_size,
+        datasets, args.model, **settings_from_args(args).record(exclude=("target_stderr", "max_samples")),
         max_pairs=args.max_pairs, chunk_size=args.chunk_size, results_path=args.results,
         bootstrap_resamples=args.bootstrap, progress_bar=False if args.quiet else None, **load_kwargs)
     if int(os.environ.get("RANK", "0")) != 0:

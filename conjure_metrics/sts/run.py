@@ -26,12 +26,12 @@ import torch
 from tqdm.auto import tqdm
 
 from conjure_metrics.denoisers.loading import ModelLike, load_denoiser
-from conjure_metrics.estimator import Weighting
 from conjure_metrics.functional import score_pairs
+from conjure_metrics.settings import ConjureSettings
 from conjure_metrics.sts.formats import SimilarityDataset
 from conjure_metrics.sts.results import ResultsFile, pair_fingerprint, record_key, settings_hash
 from conjure_metrics.sts.stats import Correlation, bootstrap_replicates, correlations, interval
-from conjure_metrics.validation import check_settings
+from conjure_metrics.weighting import Weighting
 
 _METRICS = ("spearman", "pearson")
 # Raised when the same settings start giving other scores (version 2: components loaded in one
@@ -180,10 +180,11 @@ def run_benchmark(
     num_steps: int = 10,
     num_samples: int = 3,
     guidance_scale: float = 7.5,
-    weighting: Weighting = "simple",
+    weighting: Weighting | None = None,
     seed: int = 0,
     min_timestep: float = 0,
     max_batch_size: int = 64,
+    min_noise: float | None = None,
     max_pairs: int | None = None,
     chunk_size: int = 32,
     results_path: str | os.PathLike | None = None,
@@ -200,8 +201,9 @@ def run_benchmark(
         model_name: how the results file identifies the model (default: the absolute path, hub id,
             ``"conjure-zoo"`` or the object's type name). Results are reused only under the same name, estimator
             settings and loading options; give two model objects of the same type different names.
-        num_steps, num_samples, guidance_scale, weighting, seed, min_timestep, max_batch_size: the estimator's
-            settings, as in :func:`conjure_metrics.conjure_similarity` (paper: 10 steps, 1–5 samples, guidance 7.5).
+        num_steps, num_samples, guidance_scale, weighting, seed, min_timestep, max_batch_size, min_noise: the
+            estimator's settings, as in :func:`conjure_metrics.conjure_similarity` (paper: 10 steps, 1–5 samples,
+            guidance 7.5); unset ``weighting`` / ``min_noise`` take the prompt-comparison defaults.
         max_pairs: score at most this many pairs per dataset, evenly spaced through it.
         chunk_size: pairs scored (and appended to the results file) at a time, per rank.
         results_path: JSONL file of per-pair results; a rerun with the same settings skips the pairs in it.
@@ -224,7 +226,9 @@ def run_benchmark(
         >>> report.columns[0].spearman.value
         1.0
     """
-    check_settings(num_steps, num_samples, guidance_scale, weighting, seed, max_batch_size, min_timestep)
+    checked = ConjureSettings(num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale,
+                              weighting=weighting, min_noise=min_noise, seed=seed, max_batch_size=max_batch_size,
+                              min_timestep=min_timestep).for_mode("prompts")
     for name, value, least in (("chunk_size", chunk_size, 1), ("max_pairs", max_pairs, 1),
                                ("bootstrap_resamples", bootstrap_resamples, 0)):
         if value is None and name == "max_pairs":
@@ -239,8 +243,8 @@ def run_benchmark(
         raise ValueError(f"two datasets are named {duplicates[0]!r}: results are keyed by dataset name, rename one")
 
     model_name = model_name or _model_name(model)
-    estimator = dict(num_steps=int(num_steps), num_samples=int(num_samples), guidance_scale=float(guidance_scale),
-                     weighting=weighting, seed=int(seed), min_timestep=float(min_timestep))
+    # What changes scores; the batch size does not (beyond round-off).
+    estimator = {k: v for k, v in checked.record().items() if k not in ("max_batch_size", "target_stderr", "max_samples")}
     # The precision and the loading options (sampler, eta, revision, ...) change scores; the device,
     # batch size, chunking and how the files are fetched do not (beyond round-off).
     loading = {k: str(v) for k, v in sorted(load_kwargs.items()) if k not in _NOT_SCORE_CHANGING and v is not None}
@@ -270,7 +274,7 @@ def run_benchmark(
             with tqdm(total=len(todo), desc="pairs", disable=not show) as bar:
                 for c in range(num_chunks):
                     chunk = shard[c * chunk_size:(c + 1) * chunk_size]
-                    records = _score_chunk(chunk, denoiser, estimator, settings, max_batch_size) if chunk else []
+                    records = _score_chunk(chunk, denoiser, checked, settings) if chunk else []
                     records = _gather(records, rank, world_size)
                     if rank == 0:
                         if store is not None:
@@ -292,11 +296,11 @@ def _reusable(done: dict[str, dict[str, Any]], dataset: SimilarityDataset, index
     return record is not None and record.get("pair") == pair_fingerprint(dataset.sentences_a[index], dataset.sentences_b[index])
 
 
-def _score_chunk(chunk: list[tuple[SimilarityDataset, int]], denoiser: Any, estimator: dict[str, Any], settings: str,
-                 max_batch_size: int) -> list[dict[str, Any]]:
+def _score_chunk(chunk: list[tuple[SimilarityDataset, int]], denoiser: Any, estimator: ConjureSettings,
+                 settings: str) -> list[dict[str, Any]]:
     first = [d.sentences_a[i] for d, i in chunk]
     second = [d.sentences_b[i] for d, i in chunk]
-    result = score_pairs(first, second, denoiser, None, max_batch_size=max_batch_size, progress_bar=False, **estimator)
+    result = score_pairs(first, second, denoiser, None, estimator, progress_bar=False)
     records = []
     for (dataset, index), similarity, divergence, stderr in zip(chunk, result.similarity, result.divergence, result.stderr):
         records.append({
