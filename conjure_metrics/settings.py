@@ -109,6 +109,13 @@ class ConjureSettings:
                 raise ValueError(f"max_samples ({self.max_samples}) must be at least {least}: num_samples "
                                  f"({self.num_samples})" + (" for the pilot, then 2 fresh samples"
                                                             if self.target_stderr is not None else ""))
+        # One representation per value (4 and 4.0, numpy scalars): records and results keys must agree.
+        for name in ("num_steps", "num_samples", "seed", "max_batch_size", "max_samples"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, int(getattr(self, name)))
+        for name in ("guidance_scale", "min_noise", "min_timestep", "target_stderr"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
 
     @classmethod
     def from_kwargs(cls, **values: Any) -> "ConjureSettings":

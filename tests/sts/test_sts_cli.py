@@ -66,7 +66,8 @@ def test_add_sts_command_registers_sts_on_a_parent_parser(tiny_pixel_repo, tmp_p
     add_sts_command(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["sts", "--data", "a.tsv", "--data", "b.tsv", "--max-pairs", "5", "--weighting", "girsanov"])
     assert args.data == ["a.tsv", "b.tsv"] and args.max_pairs == 5 and args.weighting == "girsanov"
-    assert (args.steps, args.samples, args.guidance, args.format) == (10, 3, 7.5, "auto") and callable(args.run)
+    assert (args.num_steps, args.num_samples, args.guidance_scale, args.format) == (10, 3, 7.5, "auto")
+    assert callable(args.run)
 
 
 @pytest.mark.parametrize("files,extra,message", [
