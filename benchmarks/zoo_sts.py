@@ -10,7 +10,8 @@ attribute).
 
 Scored: ConjureSimilarity with the embedded model (``simple`` and ``girsanov`` weightings from
 the same Monte-Carlo run, and ``girsanov`` with the steps below t = 100 left out), the cosine of
-the model's own text-encoder embeddings, a bag-of-words (Jaccard) overlap, and, when available,
+the model's own text-encoder states (mean over all positions of the padded context the UNet attends
+to, mean over the prompt's tokens, and the EOS state), a bag-of-words (Jaccard) overlap, and, when available,
 TrajectorySimilarity with the embedded zoo LM. Spearman ρ with bootstrap 95 % intervals, overall
 and on the subset. Prints a table and writes ``benchmarks/results/zoo_sts.json``.
 
@@ -105,17 +106,28 @@ def zoo_sts_pairs(count: int, seed: int = 0) -> list[Pair]:
     return pairs
 
 
-def text_encoder_cosine(model, pairs: list[Pair]) -> np.ndarray:
-    """Cosine of the pooled (end-of-text) text-encoder states of the model that draws the images."""
+def text_encoder_cosines(model, pairs: list[Pair]) -> dict[str, np.ndarray]:
+    """Cosines of the text-encoder states of the model that draws the images, pooled three ways.
+
+    ``all positions`` averages the hidden states over the whole padded context, which is what the
+    UNet attends to; ``tokens`` averages over the prompt's own tokens (attention mask); ``EOS`` is
+    CLIP's pooled end-of-text state.
+    """
     texts = sorted({t for p in pairs for t in (p.a, p.b)})
     with torch.inference_mode():
         tokens = model.tokenizer(texts, padding="max_length", max_length=model.tokenizer.model_max_length,
                                  truncation=True, return_tensors="pt")
-        pooled = model.text_encoder(tokens.input_ids).pooler_output
+        output = model.text_encoder(tokens.input_ids)
+        mask = tokens.attention_mask[..., None].to(output.last_hidden_state.dtype)
+        pooled = {
+            "text-encoder cosine, all positions (zoo CLIP)": output.last_hidden_state.mean(dim=1),
+            "text-encoder cosine, prompt tokens (zoo CLIP)": (output.last_hidden_state * mask).sum(1) / mask.sum(1),
+            "text-encoder cosine, EOS (zoo CLIP)": output.pooler_output,
+        }
     index = {t: i for i, t in enumerate(texts)}
-    a = pooled[[index[p.a] for p in pairs]]
-    b = pooled[[index[p.b] for p in pairs]]
-    return torch.nn.functional.cosine_similarity(a, b).numpy()
+    a, b = [index[p.a] for p in pairs], [index[p.b] for p in pairs]
+    return {name: torch.nn.functional.cosine_similarity(states[a].flatten(1), states[b].flatten(1)).numpy()
+            for name, states in pooled.items()}
 
 
 def bag_of_words(pairs: list[Pair]) -> np.ndarray:
@@ -173,6 +185,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=50)
     parser.add_argument("--max-batch-size", type=int, default=256)
     parser.add_argument("--no-trajectory", action="store_true", help="skip the TrajectorySimilarity row")
+    parser.add_argument("--rescore-baselines", action="store_true",
+                        help="keep the ConjureSimilarity and TrajectorySimilarity scores of --out and recompute the "
+                             "text baselines (same pairs, no diffusion)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "zoo_sts.json"))
     args = parser.parse_args()
 
@@ -181,8 +196,18 @@ def main() -> None:
     model = load_denoiser(None)
     truth = np.array([p.truth for p in pairs])
     subset = np.array([p.synonym_or_paraphrase for p in pairs])
-    scores = conjure_scores(model, pairs, args)
-    scores["text-encoder cosine (zoo CLIP)"] = text_encoder_cosine(model, pairs)
+    if args.rescore_baselines:
+        stored = json.loads(Path(args.out).read_text())
+        if stored["settings"]["pairs"] != args.pairs or stored["settings"]["seed"] != args.seed:
+            raise SystemExit(f"{args.out} holds other pairs; give its --pairs and --seed")
+        args = argparse.Namespace(**{**stored["settings"], "out": args.out, "no_trajectory": True,
+                                     "rescore_baselines": True})
+        started -= stored["seconds"]  # the diffusion scores' time is the run's
+        kept = [name for name in stored["results"] if "Similarity" in name]
+        scores = {name: np.array([p[name] for p in stored["pairs"]]) for name in kept}
+    else:
+        scores = conjure_scores(model, pairs, args)
+    scores.update(text_encoder_cosines(model, pairs))
     scores["bag-of-words Jaccard"] = bag_of_words(pairs)
     if not args.no_trajectory:
         scores.update(trajectory_scores(pairs, args))
@@ -192,10 +217,10 @@ def main() -> None:
             for name, values in scores.items()}
     print(f"\nzoo-sts: {len(pairs)} held-out pairs ({int(subset.sum())} in the synonym/paraphrase subset); "
           f"T={args.steps}, k={args.samples}, guidance {args.guidance}, seed {args.seed}; Spearman ρ [95% bootstrap CI]")
-    print(f"{'scorer':>40} {'overall':>22} {'synonym/paraphrase':>22}")
+    print(f"{'scorer':>46} {'overall':>22} {'synonym/paraphrase':>22}")
     for name, row in rows.items():
         cells = [f"{r['rho']:.3f} [{r['low']:.3f}, {r['high']:.3f}]" for r in (row["overall"], row["synonym_or_paraphrase"])]
-        print(f"{name:>40} {cells[0]:>22} {cells[1]:>22}")
+        print(f"{name:>46} {cells[0]:>22} {cells[1]:>22}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
