@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from conjure_metrics.cli_options import add_settings_arguments, settings_from_args
+from conjure_metrics.drift.cli import add_drift_command
 from conjure_metrics.functional import ConjureResult, conjure_similarity
 from conjure_metrics.sts.cli import add_sts_command
 from conjure_metrics.sts.formats import split_lines
@@ -209,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(run=_compare)
 
     add_sts_command(commands)
+    add_drift_command(commands)
     return parser
 
 
