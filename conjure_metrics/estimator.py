@@ -2,15 +2,20 @@
 
 Pure torch. For a batch of pairs ``(model_a, prompt_a[p])`` vs ``(model_b, prompt_b[p])`` it runs,
 for every Monte-Carlo sample, one reverse trajectory under each side of the pair from the same
-initial noise and with the same step noise, and at every step evaluates both sides' guided noise
-predictions at both current states. The squared difference of those predictions, integrated along
-the trajectories of side a, estimates ``KL(P_a || P_b)``; along side b, ``KL(P_b || P_a)``; their sum
-is the Jeffreys divergence.
+initial noise and with the same step noise, and at every step evaluates both sides' guided model
+outputs at both current states. The squared difference of those outputs, integrated along the
+trajectories of side a, estimates ``KL(P_a || P_b)``; along side b, ``KL(P_b || P_a)``; their sum is
+the Jeffreys divergence.
 
-What is recorded is the raw ``||Δeps_w||²`` of every step; each weighting of
-:mod:`conjure_metrics.weighting` (``simple``, the paper's; ``girsanov``, the exact KL of the discrete
-chains; ``min_snr``) is a per-step factor on it, so all of them share every model call. The noise floor
-``min_noise`` (and ``min_timestep``) decides which steps count.
+What is recorded is the raw ``||Δoutput_w||²`` of every step, in the model's own parametrisation
+(noise, v or flow velocity, as its reverse chain declares); each weighting of
+:mod:`conjure_metrics.weighting` (``simple``, the paper's ``||Δeps_w||²``; ``girsanov``, the exact KL
+of the discrete chains; ``min_snr``) is a per-step factor on it, so all of them share every model call.
+The noise floor ``min_noise`` (and ``min_timestep``) decides which steps count.
+
+Guidance follows the model's declared mode (:func:`~conjure_metrics.denoisers.protocol.guidance_mode`):
+classifier-free guidance evaluates the empty prompt too; embedded guidance passes the scale to the
+model; ``none`` uses the model as it is.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from conjure_metrics.chains import ReverseChain
-from conjure_metrics.denoisers.protocol import Denoiser
+from conjure_metrics.conditioning import Conditioning, concat_rows, repeat_rows, select_rows
+from conjure_metrics.denoisers.protocol import Denoiser, GuidanceMode, guidance_mode
 from conjure_metrics.noise import trajectory_noise
 from conjure_metrics.weighting import WEIGHTINGS, Weighting, all_step_weights, counted_steps
 
@@ -38,23 +44,35 @@ class StepState:
     """What a ``callback`` sees after the model calls of one step (before the chain moves on).
 
     ``x[d, p, j]`` is the state of sample ``j`` of pair ``p`` on the trajectory driven by side ``d``
-    (0 = a, 1 = b); ``eps_a[d, p, j]`` / ``eps_b[d, p, j]`` are the guided predictions of side a / b
-    at that state.
+    (0 = a, 1 = b); ``output_a[d, p, j]`` / ``output_b[d, p, j]`` are the guided model outputs of
+    side a / b at that state (``chain.denoised(x, output, step)`` turns them into clean samples).
     """
 
     step: int
     timestep: Tensor
     x: Tensor
-    eps_a: Tensor
-    eps_b: Tensor
+    output_a: Tensor
+    output_b: Tensor
     chain: ReverseChain
+
+    @property
+    def eps_a(self) -> Tensor:
+        """:attr:`output_a` under its name from when every model predicted noise."""
+        return self.output_a
+
+    @property
+    def eps_b(self) -> Tensor:
+        """:attr:`output_b` under its name from when every model predicted noise."""
+        return self.output_b
 
 
 @dataclass(frozen=True)
 class JeffreysTerms:
     """Per-step Monte-Carlo terms, float64, shaped ``(pairs, samples, 2, steps)``.
 
-    ``squared`` holds ``||Δeps_w||²`` (summed over elements) at every step; index 2 is the direction:
+    ``squared`` holds ``||Δoutput_w||²`` (summed over elements) at every step, the squared difference
+    of the two sides' guided outputs in the model's own parametrisation (``||Δeps_w||²`` for noise
+    predictors; :attr:`ReverseChain.eps_factor` converts); index 2 is the direction:
     0 along trajectories of side a (``KL(P_a || P_b)``), 1 along side b. ``weights`` maps each
     weighting to its per-step factors (zero on steps that do not count); ``counted_steps`` marks the
     steps above the noise floor. ``contributions(w)`` summed over its last two dimensions is one
@@ -146,7 +164,7 @@ class _ConditioningTable:
         rows = self._rows[model]
         return rows.setdefault(prompt, len(rows))
 
-    def encode(self) -> list[Tensor]:
+    def encode(self) -> list[Conditioning]:
         tables = []
         for model, rows in zip(self._models, self._rows):
             prompts = list(rows)
@@ -154,7 +172,7 @@ class _ConditioningTable:
                 model.encode_prompts(prompts[i : i + self._max_batch_size])
                 for i in range(0, len(prompts), self._max_batch_size)
             ]
-            tables.append(torch.cat(chunks))
+            tables.append(concat_rows(chunks))
         return tables
 
 
@@ -172,8 +190,9 @@ class _EvaluationPlan:
     the same noise in every pair, pairs that share a (model, prompt) share its whole trajectory (STS
     sets repeat sentences; a similarity matrix of n prompts needs n trajectories, not n(n-1)). At each
     state the driver's prediction and those of all its partners (and the unconditional ones) are
-    requested once. A pair with the same model and prompt on both sides therefore asks for a single
-    prediction, and its difference is exactly zero.
+    requested once (the unconditional ones only under classifier-free guidance). A pair with the same
+    model and prompt on both sides therefore asks for a single prediction, and its difference is
+    exactly zero.
 
     Index tensors, per pair and direction ``d`` (0: trajectory of side a, 1: of side b):
     ``trajectory[d]``, and the requests holding side a's / side b's conditional and unconditional
@@ -220,14 +239,22 @@ class _EvaluationPlan:
 
 
 def _check_same_chain(first: ReverseChain, second: ReverseChain) -> None:
-    fields = ("timesteps", "input_scale", "x_coef", "eps_coef", "noise_std")
-    if first.num_steps != second.num_steps or not all(
+    fields = ("timesteps", "input_scale", "x_coef", "output_coef", "noise_std")
+    if first.num_steps != second.num_steps or first.prediction_type != second.prediction_type or not all(
         torch.allclose(getattr(first, f).double(), getattr(second, f).double()) for f in fields
     ):
         raise ValueError(
             "model_b samples with a different reverse chain than model; both sides of a comparison "
-            "must share the noise schedule and sampler"
+            "must share the noise schedule, the sampler and the prediction type"
         )
+
+
+def _shared_guidance_mode(models: Sequence[Denoiser]) -> GuidanceMode:
+    modes = {guidance_mode(model) for model in models}
+    if len(modes) != 1:
+        raise ValueError(f"model and model_b are guided differently ({sorted(modes)}); both sides of a "
+                         "comparison must share the guidance mode")
+    return modes.pop()
 
 
 def _state_dtype(model: Denoiser) -> torch.dtype:
@@ -263,6 +290,7 @@ def jeffreys_terms(
     drawn from the negated noise (a variance-reduction option; see ``benchmarks/variance_reduction.py``).
     Steps count towards the divergence when they land at noise level ``min_noise`` or above and their
     timestep is at least ``min_timestep`` (:func:`~conjure_metrics.weighting.counted_steps`).
+    ``guidance_scale`` is used as the models' shared guidance mode says (both sides must share it).
     """
     models: list[Denoiser] = [model_a] if model_b is None or model_b is model_a else [model_a, model_b]
     side_models = (0, len(models) - 1)
@@ -272,7 +300,9 @@ def jeffreys_terms(
         if tuple(models[1].sample_shape) != tuple(models[0].sample_shape):
             raise ValueError(f"model_b's sample shape {models[1].sample_shape} differs from model's {models[0].sample_shape}")
 
-    guided = guidance_scale != 1
+    mode = _shared_guidance_mode(models)
+    guided = mode == "cfg" and guidance_scale != 1
+    model_options = {"guidance_scale": guidance_scale} if mode == "embedded" else {}
     table = _ConditioningTable(models, max_batch_size)
     plan = _EvaluationPlan(side_models, (prompts_a, prompts_b), guided, table)
     num_pairs, shape = len(prompts_a), tuple(models[0].sample_shape)
@@ -295,19 +325,20 @@ def jeffreys_terms(
             model_input = x * chain.input_scale[step].to(dtype)
             last = step == chain.num_steps - 1
             # Every trajectory starts from the same x_T: the first step needs each prediction once.
-            eps = _evaluate(models, plan, conditioning, model_input, chain.timesteps[step], batch_limits,
-                            last_step_requests if last else all_requests, states_identical=(step == 0))
-            eps_a = _guide(eps, plan.cond[:, 0], plan.uncond[:, 0] if guided else None, guidance_scale)
-            eps_b = _guide(eps, plan.cond[:, 1], plan.uncond[:, 1] if guided else None, guidance_scale)
+            outputs = _evaluate(models, plan, conditioning, model_input, chain.timesteps[step], batch_limits,
+                                last_step_requests if last else all_requests, model_options,
+                                states_identical=(step == 0))
+            output_a = _guide(outputs, plan.cond[:, 0], plan.uncond[:, 0] if guided else None, guidance_scale)
+            output_b = _guide(outputs, plan.cond[:, 1], plan.uncond[:, 1] if guided else None, guidance_scale)
 
-            squared[..., step] = (eps_a - eps_b).double().pow(2).flatten(3).sum(-1).cpu()
+            squared[..., step] = (output_a - output_b).double().pow(2).flatten(3).sum(-1).cpu()
 
             if callback is not None:
-                callback(StepState(step, chain.timesteps[step], x[plan.trajectory], eps_a, eps_b, chain))
+                callback(StepState(step, chain.timesteps[step], x[plan.trajectory], output_a, output_b, chain))
             if last:
                 break
-            drive = _guide(eps, plan.drive_cond, plan.drive_uncond, guidance_scale)
-            x = (chain.x_coef[step].to(dtype) * x + chain.eps_coef[step].to(dtype) * drive
+            drive = _guide(outputs, plan.drive_cond, plan.drive_uncond, guidance_scale)
+            x = (chain.x_coef[step].to(dtype) * x + chain.output_coef[step].to(dtype) * drive
                  + chain.noise_std[step].to(dtype) * step_noise[step].to(device))
 
     counted = counted_steps(chain, min_noise, min_timestep)
@@ -319,16 +350,16 @@ def _disable(progress_bar: bool | None) -> bool | None:
     return None if progress_bar is None else not progress_bar
 
 
-def _guide(eps: Tensor, cond: Tensor, uncond: Tensor | None, scale: float) -> Tensor:
+def _guide(outputs: Tensor, cond: Tensor, uncond: Tensor | None, scale: float) -> Tensor:
     if uncond is None:
-        return eps[cond]
-    unconditional = eps[uncond]
-    return unconditional + scale * (eps[cond] - unconditional)
+        return outputs[cond]
+    unconditional = outputs[uncond]
+    return unconditional + scale * (outputs[cond] - unconditional)
 
 
 def _evaluate(
-    models: Sequence[Denoiser], plan: _EvaluationPlan, conditioning: list[Tensor], x: Tensor, timestep: Tensor,
-    batch_limits: list[int], requests: Tensor, states_identical: bool = False,
+    models: Sequence[Denoiser], plan: _EvaluationPlan, conditioning: list[Conditioning], x: Tensor, timestep: Tensor,
+    batch_limits: list[int], requests: Tensor, model_options: Mapping[str, float], states_identical: bool = False,
 ) -> Tensor:
     """The predictions ``requests`` asks for, in a ``(len(plan.requests), samples, *shape)`` tensor
     (zero where not asked), in chunks of at most ``batch_limits[m]`` rows.
@@ -342,9 +373,10 @@ def _evaluate(
         first = torch.full((len(unique_keys),), len(keys), dtype=torch.long).scatter_reduce(
             0, inverse, torch.arange(len(keys)), reduce="amin")
         predictions = _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits,
-                                         requests[first])[inverse.to(x.device)]
+                                         requests[first], model_options)[inverse.to(x.device)]
     else:
-        predictions = _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits, requests)
+        predictions = _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits, requests,
+                                         model_options)
     if len(requests) == len(plan.requests):  # all of them, in order: nothing to place
         return predictions
     out = torch.zeros((len(plan.requests), *x.shape[1:]), dtype=x.dtype, device=x.device)
@@ -353,8 +385,8 @@ def _evaluate(
 
 
 def _evaluate_requests(
-    models: Sequence[Denoiser], plan: _EvaluationPlan, conditioning: list[Tensor], x: Tensor, timestep: Tensor,
-    batch_limits: list[int], requests: Tensor,
+    models: Sequence[Denoiser], plan: _EvaluationPlan, conditioning: list[Conditioning], x: Tensor, timestep: Tensor,
+    batch_limits: list[int], requests: Tensor, model_options: Mapping[str, float],
 ) -> Tensor:
     num_samples = x.shape[1]
     out = torch.empty((len(requests), *x.shape[1:]), dtype=x.dtype, device=x.device)
@@ -364,15 +396,16 @@ def _evaluate_requests(
             continue
         chosen = requests[positions]
         rows_x = x[plan.request_trajectory[chosen].to(x.device)].flatten(0, 1)
-        rows_cond = conditioning[model_index][plan.request_row[chosen].to(conditioning[model_index].device)]
-        rows_cond = rows_cond.repeat_interleave(num_samples, dim=0)
-        eps, batch_limits[model_index] = _predict_in_chunks(model, rows_x, rows_cond, timestep, batch_limits[model_index])
-        out[positions.to(x.device)] = eps.to(device=x.device, dtype=x.dtype).unflatten(0, (len(positions), num_samples))
+        rows_cond = repeat_rows(select_rows(conditioning[model_index], plan.request_row[chosen]), num_samples)
+        predictions, batch_limits[model_index] = _predict_in_chunks(model, rows_x, rows_cond, timestep,
+                                                                    batch_limits[model_index], model_options)
+        out[positions.to(x.device)] = predictions.to(device=x.device, dtype=x.dtype).unflatten(0, (len(positions), num_samples))
     return out
 
 
 def _predict_in_chunks(
-    model: Denoiser, rows_x: Tensor, rows_cond: Tensor, timestep: Tensor, batch: int
+    model: Denoiser, rows_x: Tensor, rows_cond: Conditioning, timestep: Tensor, batch: int,
+    model_options: Mapping[str, float],
 ) -> tuple[Tensor, int]:
     """Predictions for all rows in micro-batches of ``batch`` rows, and the micro-batch that worked.
 
@@ -382,8 +415,8 @@ def _predict_in_chunks(
     while start < rows_x.shape[0]:
         chunk = rows_x[start : start + batch]
         try:
-            eps = model.predict_noise(chunk.to(model.device), timestep.to(model.device).expand(chunk.shape[0]),
-                                      rows_cond[start : start + batch])
+            output = model.predict_noise(chunk.to(model.device), timestep.to(model.device).expand(chunk.shape[0]),
+                                         select_rows(rows_cond, slice(start, start + batch)), **model_options)
         except torch.cuda.OutOfMemoryError:
             if batch == 1:
                 raise
@@ -392,11 +425,11 @@ def _predict_in_chunks(
                           RuntimeWarning, stacklevel=2)
             torch.cuda.empty_cache()
             continue
-        if eps.shape != chunk.shape:
-            raise ValueError(f"model returned noise predictions of shape {tuple(eps.shape)} for inputs {tuple(chunk.shape)}")
-        if not torch.isfinite(eps).all():
-            raise ValueError(f"model returned non-finite (NaN or inf) noise predictions at timestep {timestep.item()}")
-        predictions.append(eps.to(rows_x.device))
+        if output.shape != chunk.shape:
+            raise ValueError(f"model returned outputs of shape {tuple(output.shape)} for inputs {tuple(chunk.shape)}")
+        if not torch.isfinite(output).all():
+            raise ValueError(f"model returned non-finite (NaN or inf) outputs at timestep {timestep.item()}")
+        predictions.append(output.to(rows_x.device))
         start += chunk.shape[0]
     return torch.cat(predictions), batch
 

@@ -1,12 +1,15 @@
 """How each reverse step's squared prediction difference counts towards the divergence.
 
-The estimator measures, at every step ``i`` of a reverse chain, ``||Δε_w||²``: the squared difference
-of the two sides' guided noise predictions, summed over elements. A *weighting* turns those into a
-divergence, ``J = Σ_i weight[i] · ||Δε_w||²_i`` (per direction, then summed over both):
+The estimator measures, at every step ``i`` of a reverse chain, ``||Δout_w||²``: the squared difference
+of the two sides' guided model outputs, summed over elements, in the model's own parametrisation
+(noise, v or flow velocity). A *weighting* turns those into a divergence,
+``J = Σ_i weight[i] · ||Δout_w||²_i`` (per direction, then summed over both):
 
 * ``simple`` — the paper's: the mean over elements of ``||Δε_w||²``, averaged uniformly over the
-  counted steps (the L_simple loss of DDPM).
-* ``girsanov`` — the exact KL of the two discrete Gaussian chains: ``eps_coef² / (2 noise_std²)`` on
+  counted steps (the L_simple loss of DDPM); ``Δε = eps_factor · Δout`` (1 for noise predictors), so
+  the weight is ``eps_factor²`` over the number of elements and of counted steps, the same quantity
+  for every family.
+* ``girsanov`` — the exact KL of the two discrete Gaussian chains: ``output_coef² / (2 noise_std²)`` on
   each stochastic counted step (deterministic steps have no finite KL and count 0).
 * ``min_snr`` — ``simple`` with each step scaled by ``min(SNR, 5) / SNR`` (the Min-SNR-γ loss
   weighting of Hang et al., ICCV 2023, γ = 5): steps at low noise, where any small weight change moves
@@ -50,14 +53,14 @@ def counted_steps(chain: ReverseChain, min_noise: float = 0.0, min_timestep: flo
 
 
 def step_weights(chain: ReverseChain, weighting: str, sample_numel: int, counted: Tensor) -> Tensor:
-    """Per-step factors (float64, zero on steps not counted) that turn ``||Δε_w||²`` into the divergence.
+    """Per-step factors (float64, zero on steps not counted) that turn ``||Δout_w||²`` into the divergence.
 
     ``sample_numel`` is the number of elements of one sample (``simple`` and ``min_snr`` average over them).
     """
     counted = counted.cpu()
     if weighting == "girsanov":
         return torch.where(counted, chain.girsanov_weight(), torch.zeros((), dtype=torch.float64))
-    uniform = counted.double() / (max(int(counted.sum()), 1) * sample_numel)
+    uniform = counted.double() * chain.eps_factor**2 / (max(int(counted.sum()), 1) * sample_numel)
     if weighting == "simple":
         return uniform
     if weighting == "min_snr":

@@ -6,15 +6,15 @@ import socket
 
 import torch
 
-from conjure_metrics.analytic import GaussianConditionals
+from conjure_metrics.analytic import FlowGaussianConditionals, GaussianConditionals
 from conjure_metrics.chains import cosine_betas, linear_betas
+from conjure_metrics.chains_flow import DEFAULT_FLOW_NOISE_LEVEL
 
 SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
 PROMPTS = ("tiger", "leopard", "zebra", "fox", "cat")
 
 
-def gaussian_model(schedule: str = "linear", dim: int = 16, sampler: str = "ddpm", eta: float = 1.0,
-                   seed: int = 0) -> GaussianConditionals:
+def _prompt_distributions(dim: int, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Five prompts with different means and data variances (so differences depend on the state)."""
     generator = torch.Generator().manual_seed(seed)
     means = {"": torch.zeros(dim, dtype=torch.float64)}
@@ -22,7 +22,22 @@ def gaussian_model(schedule: str = "linear", dim: int = 16, sampler: str = "ddpm
     for index, prompt in enumerate(PROMPTS):
         means[prompt] = 0.5 * torch.randn(dim, generator=generator, dtype=torch.float64)
         variances[prompt] = 0.2 + 0.15 * index
-    return GaussianConditionals(means, variances, torch.cumprod(1 - SCHEDULES[schedule](), 0), sampler=sampler, eta=eta)
+    return means, variances
+
+
+def gaussian_model(schedule: str = "linear", dim: int = 16, sampler: str = "ddpm", eta: float = 1.0,
+                   seed: int = 0, prediction_type: str = "epsilon") -> GaussianConditionals:
+    """A variance-preserving model of the five prompts' Gaussian data."""
+    means, variances = _prompt_distributions(dim, seed)
+    return GaussianConditionals(means, variances, torch.cumprod(1 - SCHEDULES[schedule](), 0), sampler=sampler, eta=eta,
+                                prediction_type=prediction_type)
+
+
+def flow_gaussian_model(sampler: str = "sde", dim: int = 16, shift: float = 3.0, mu: float | None = None,
+                        noise_level: float = DEFAULT_FLOW_NOISE_LEVEL, seed: int = 0) -> FlowGaussianConditionals:
+    """A flow-matching model of the five prompts' Gaussian data (SD3's static shift by default)."""
+    means, variances = _prompt_distributions(dim, seed)
+    return FlowGaussianConditionals(means, variances, sampler=sampler, noise_level=noise_level, shift=shift, mu=mu)
 
 
 def snapshot_state(metric) -> dict:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conjure_metrics import ConjureSimilarity, DiffusersDenoiser, conjure_similarity, load_denoiser
+from conjure_metrics.denoisers.diffusers import SAMPLERS
 from conjure_metrics.tiny import build_tiny_components, byte_level_clip_tokenizer
 
 PAIRS = (["a red fox", "a striped cat"], ["a blue fox", "a striped cat"])
@@ -141,17 +142,26 @@ def test_deterministic_sampler_refuses_girsanov_weighting(tiny_pixel_repo):
     assert conjure_similarity(*PAIRS, denoiser, num_steps=4, num_samples=1).divergence[0] > 0
 
 
-def test_v_prediction_outputs_are_converted_to_noise(tiny_pixel_repo):
-    from diffusers import DDPMScheduler
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_v_prediction_unet_output_is_returned_raw_and_its_chain_denoises_as_diffusers_step(sampler):
+    from diffusers import DDIMScheduler, DDPMScheduler, EulerAncestralDiscreteScheduler
 
     components = build_tiny_components()
     components["scheduler"] = DDPMScheduler.from_config(components["scheduler"].config, prediction_type="v_prediction")
-    denoiser = DiffusersDenoiser(**components)
-    x, t = torch.randn(2, 3, 8, 8), torch.tensor([500, 500])
-    cond = denoiser.encode_prompts(["a", "b"])
-    v = components["unet"](x, t, encoder_hidden_states=cond).sample
-    abar = components["scheduler"].alphas_cumprod[500]
-    torch.testing.assert_close(denoiser.predict_noise(x, t, cond), abar.sqrt() * v + (1 - abar).sqrt() * x)
+    denoiser = DiffusersDenoiser(**components, sampler=sampler)
+    chain = denoiser.reverse_chain(4)
+    assert chain.prediction_type == "v_prediction"
+    scheduler_class = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "euler_ancestral": EulerAncestralDiscreteScheduler}[sampler]
+    scheduler = scheduler_class.from_config(components["scheduler"].config)
+    scheduler.set_timesteps(4)
+    torch.manual_seed(0)
+    x, cond = torch.randn(2, 3, 8, 8), denoiser.encode_prompts(["a", "b"])
+    for i, t in enumerate(scheduler.timesteps):  # each call moves the scheduler's step index on
+        model_input = x * chain.input_scale[i].float()
+        output = denoiser.predict_noise(model_input, t.expand(2), cond)
+        assert torch.equal(output, components["unet"](model_input, t.expand(2), encoder_hidden_states=cond).sample)
+        expected = scheduler.step(output, t, x, generator=torch.Generator().manual_seed(i)).pred_original_sample
+        torch.testing.assert_close(chain.denoised(x, output, i), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_float64_unet_score_is_independent_of_batch_size():

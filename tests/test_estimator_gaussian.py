@@ -59,6 +59,17 @@ def test_zero_terminal_snr_schedule_gives_finite_steps_and_matches_the_exact_div
     assert result.stderr.item() < 0.1 * exact
 
 
+@pytest.mark.parametrize("weighting", ["girsanov", "simple", "min_snr"])
+def test_v_prediction_model_gives_the_terms_of_its_noise_predicting_twin(weighting):
+    # Same data, same chain in another parametrisation: the recorded output differences differ, the
+    # trajectories and every weighting's contributions do not.
+    settings = dict(num_steps=6, num_samples=4, guidance_scale=3.0, seed=1)
+    noise = jeffreys_terms(["tiger"], ["zebra"], gaussian_model(), **settings)
+    velocity = jeffreys_terms(["tiger"], ["zebra"], gaussian_model(prediction_type="v_prediction"), **settings)
+    assert not torch.allclose(velocity.squared, noise.squared)
+    torch.testing.assert_close(velocity.contributions(weighting), noise.contributions(weighting), rtol=1e-9, atol=1e-15)
+
+
 def test_standard_error_shrinks_like_one_over_sqrt_samples():
     model = gaussian_model("linear")
     stderr = {k: conjure_similarity(["tiger"], ["leopard"], model, num_samples=k, guidance_scale=1.0,

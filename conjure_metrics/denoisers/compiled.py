@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from conjure_metrics.conditioning import Conditioning, pad_rows, select_rows
+
 
 class CompiledDenoiser:
     """Wraps a denoiser: ``predict_noise`` runs a compiled copy of it on fixed-size batches.
@@ -25,8 +27,11 @@ class CompiledDenoiser:
             ``"max-autotune-no-cudagraphs"`` tunes kernels without them; ``None`` is the default mode.
         compile: set ``False`` to keep the fixed batch size without compiling (eager).
 
-    Everything else (``encode_prompts``, ``reverse_chain``, ``sample_shape``, ``device``, ...) is the
-    wrapped denoiser's. The first calls are slow while the graph compiles.
+    Everything else (``encode_prompts``, ``reverse_chain``, ``sample_shape``, ``device``,
+    ``guidance_mode``, ...) is the wrapped denoiser's. Conditioning may be a structure of tensors
+    (:mod:`conjure_metrics.conditioning`); every tensor of it is padded alike. Keyword arguments of
+    ``predict_noise`` (an embedded-guidance model's ``guidance_scale``) are passed on. The first calls
+    are slow while the graph compiles.
 
     Examples:
         >>> import torch
@@ -63,21 +68,20 @@ class CompiledDenoiser:
         self.inner.to(device)
         return self
 
-    def predict_noise(self, x: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:
+    def predict_noise(self, x: Tensor, timesteps: Tensor, conditioning: Conditioning, **options: Any) -> Tensor:
         outputs = []
         for start in range(0, x.shape[0], self.batch_size):
             rows = slice(start, start + self.batch_size)
-            outputs.append(self._fixed_batch(x[rows], timesteps[rows], conditioning[rows]))
+            outputs.append(self._fixed_batch(x[rows], timesteps[rows], select_rows(conditioning, rows), options))
         return torch.cat(outputs)
 
-    def _fixed_batch(self, x: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:
+    def _fixed_batch(self, x: Tensor, timesteps: Tensor, conditioning: Conditioning, options: dict[str, Any]) -> Tensor:
         missing = self.batch_size - x.shape[0]
         # Repeating the last row (not zeros) keeps the padding inside the model's usual input range.
         # Every input goes through the same concatenation, even with nothing to pad, so that all
         # calls hand the compiled graph the same kind of tensor (under inference mode, fresh
         # tensors are inference tensors; views of outside tensors are not, and would recompile).
-        x, timesteps, conditioning = (torch.cat([v, v[-1:].expand(missing, *v.shape[1:])])
-                                      for v in (x, timesteps, conditioning))
-        out = self._predict(x, timesteps, conditioning)
+        x, timesteps, conditioning = (pad_rows(v, missing) for v in (x, timesteps, conditioning))
+        out = self._predict(x, timesteps, conditioning, **options)
         # CUDA graphs reuse their output buffers on the next replay: copy out before returning.
         return out[: self.batch_size - missing].clone()

@@ -10,7 +10,13 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from conjure_metrics.chains import ReverseChain, ddim_chain, ddpm_chain, euler_ancestral_chain
+from conjure_metrics.chains import (
+    VARIANCE_PRESERVING_PREDICTION_TYPES,
+    ReverseChain,
+    ddim_chain,
+    ddpm_chain,
+    euler_ancestral_chain,
+)
 
 SAMPLERS = ("ddpm", "ddim", "euler_ancestral")
 
@@ -19,8 +25,9 @@ class DiffusersDenoiser:
     """A diffusers UNet + CLIP-style text encoder + tokenizer + scheduler (+ optional VAE) as a :class:`Denoiser`.
 
     With a ``vae`` the model works in its latent space (Stable Diffusion); without one in pixel space.
-    Noise predictions are returned as epsilon whatever the scheduler's ``prediction_type``
-    (``epsilon``, ``v_prediction`` or ``sample``).
+    ``predict_noise`` returns the UNet's raw output, which the scheduler's ``prediction_type`` names
+    (``epsilon``, ``v_prediction`` or ``sample``); the reverse chain is built for that output, so the
+    conversion is exact at every step (also at Euler's fractional timesteps).
 
     Args:
         unet: a ``UNet2DConditionModel`` (or any module with the same call signature).
@@ -61,9 +68,8 @@ class DiffusersDenoiser:
         height, width = (size, size) if isinstance(size, int) else tuple(size)
         self.sample_shape = (int(config.in_channels), int(height), int(width))
         self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
-        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
+        if self.prediction_type not in VARIANCE_PRESERVING_PREDICTION_TYPES:
             raise ValueError(f"unsupported scheduler prediction_type {self.prediction_type!r}")
-        self._alphas_cumprod = _alphas_cumprod(scheduler)
 
     @classmethod
     def from_pretrained(
@@ -159,17 +165,12 @@ class DiffusersDenoiser:
         return self.text_encoder(tokens.input_ids.to(encoder_device))[0].to(self.device)
 
     def predict_noise(self, x: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:
+        """The UNet's output (in the scheduler's ``prediction_type``) for a batch."""
         dtype = self.dtype
         output = self.unet(x.to(dtype), timesteps, encoder_hidden_states=conditioning.to(dtype)).sample
         if output.shape[1] == 2 * x.shape[1]:  # learned-variance UNets append the variance channels
             output = output[:, : x.shape[1]]
-        output = output.to(x.dtype)
-        if self.prediction_type == "epsilon":
-            return output
-        abar = self._alphas_cumprod.to(x.device)[timesteps.round().long()].to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
-        if self.prediction_type == "v_prediction":
-            return abar.sqrt() * output + (1 - abar).sqrt() * x
-        return (x - abar.sqrt() * output) / (1 - abar).sqrt()
+        return output.to(x.dtype)
 
     def decode(self, x0: Tensor) -> Tensor:
         """Pixels in ``[0, 1]`` for predicted clean samples (through the VAE in latent space)."""
@@ -187,20 +188,16 @@ class DiffusersDenoiser:
             scheduler.set_timesteps(num_steps)
             variance = scheduler.config.variance_type
             variance = variance if variance in ("fixed_small", "fixed_large") else "fixed_small"
-            return ddpm_chain(scheduler.alphas_cumprod, scheduler.timesteps, variance)
+            return ddpm_chain(scheduler.alphas_cumprod, scheduler.timesteps, variance, self.prediction_type)
         if self.sampler == "ddim":
             scheduler = DDIMScheduler.from_config(config)
             scheduler.set_timesteps(num_steps)
-            return ddim_chain(scheduler.alphas_cumprod, scheduler.timesteps, self.eta, float(scheduler.final_alpha_cumprod))
+            return ddim_chain(scheduler.alphas_cumprod, scheduler.timesteps, self.eta, float(scheduler.final_alpha_cumprod),
+                              self.prediction_type)
         scheduler = EulerAncestralDiscreteScheduler.from_config(config)
         scheduler.set_timesteps(num_steps)
-        return euler_ancestral_chain(scheduler.sigmas, scheduler.timesteps, float(scheduler.init_noise_sigma))
-
-
-def _alphas_cumprod(scheduler: Any) -> Tensor:
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler.from_config(dict(scheduler.config)).alphas_cumprod.double()
+        return euler_ancestral_chain(scheduler.sigmas, scheduler.timesteps, float(scheduler.init_noise_sigma),
+                                     self.prediction_type)
 
 
 def _has_subfolder(path_or_id: str | os.PathLike, subfolder: str, hub_kwargs: dict[str, Any]) -> bool:

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from conjure_metrics.conditioning import Conditioning
+
 
 class InstrumentedDenoiser:
     """Forwards everything to ``inner``, counting ``predict_noise`` calls, rows, and seconds spent inside.
@@ -43,12 +45,12 @@ class InstrumentedDenoiser:
     def reset(self) -> None:
         self.calls, self.rows, self.seconds = 0, 0, 0.0
 
-    def predict_noise(self, x: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:
+    def predict_noise(self, x: Tensor, timesteps: Tensor, conditioning: Conditioning, **options: Any) -> Tensor:
         cuda = x.is_cuda
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        out = self.inner.predict_noise(x, timesteps, conditioning)
+        out = self.inner.predict_noise(x, timesteps, conditioning, **options)
         if cuda:
             torch.cuda.synchronize()
         self.seconds += time.perf_counter() - start
