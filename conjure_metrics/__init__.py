@@ -5,6 +5,8 @@ processes they induce (Liu & Soatto, "Conjuring Semantic Similarity", ICLR 2026)
 Monte-Carlo over trajectories.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from conjure_metrics.chains import ReverseChain, ddim_chain, ddpm_chain, euler_ancestral_chain
 from conjure_metrics.denoisers.callable import CallableDenoiser
 from conjure_metrics.denoisers.compiled import CompiledDenoiser
@@ -17,7 +19,10 @@ from conjure_metrics.metric import ConjureSimilarity
 from conjure_metrics.settings import ConjureSettings
 from conjure_metrics.trajectory import TrajectorySimilarity, trajectory_similarity
 
-__version__ = "0.1.0"
+try:  # the version is defined once, in pyproject.toml
+    __version__ = version("conjure_metrics")
+except PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "CallableDenoiser",
