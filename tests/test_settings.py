@@ -103,3 +103,10 @@ def test_cli_options_come_from_the_settings_object():
     assert (parsed.min_noise, parsed.weighting, parsed.num_steps) == (0.3, "min_snr", 8)
     with pytest.raises(ValueError, match="min_noise"):
         settings_from_args(parser.parse_args(["--min-noise", "2"]))
+
+
+def test_misspelt_setting_with_a_model_object_is_not_taken_for_a_loading_option():
+    with pytest.raises(TypeError, match="'num_step' \\(did you mean 'num_steps'\\?\\)"):
+        conjure_similarity(["tiger"], ["zebra"], gaussian_model(), num_step=3)
+    with pytest.raises(TypeError, match="'guidance'"):
+        ConjureSimilarity(gaussian_model(), load_kwargs={"guidance": 2.0})

@@ -28,6 +28,8 @@ def load_denoiser(model: ModelLike, argument: str = "model", **load_kwargs: Any)
     """
     if model is None:
         model = embedded_model_path()
+    if load_kwargs and not isinstance(model, (str, os.PathLike)):
+        _refuse_loading_options(argument, model, load_kwargs)
     if is_denoiser(model):
         return model
     if isinstance(model, (str, os.PathLike)):
@@ -52,6 +54,20 @@ def load_denoiser(model: ModelLike, argument: str = "model", **load_kwargs: Any)
         f"{argument} must be a Denoiser, a diffusers folder or hub id, a pipeline, or a callable returning one; "
         f"got {type(model).__name__}"
     )
+
+
+def _refuse_loading_options(argument: str, model: Any, load_kwargs: dict[str, Any]) -> None:
+    """Loading options with a model object would be silently ignored; most often one is a misspelt setting."""
+    import difflib
+    from dataclasses import fields
+
+    from conjure_metrics.settings import ConjureSettings
+
+    settings = [f.name for f in fields(ConjureSettings)]
+    hints = [f"{name!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(name, settings, 1)) else repr(name)
+             for name in load_kwargs]
+    raise TypeError(f"{argument} is a model object ({type(model).__name__}), so {', '.join(hints)} cannot be a "
+                    "loading option (those apply to a path or hub id); settings are " + ", ".join(settings))
 
 
 def embedded_model_path() -> os.PathLike:

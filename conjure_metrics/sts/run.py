@@ -265,7 +265,8 @@ def run_benchmark(
 
         new_records: list[dict[str, Any]] = []
         if todo:
-            if world_size > 1 and torch.cuda.is_available() and "device" not in load_kwargs:
+            if (world_size > 1 and torch.cuda.is_available() and "device" not in load_kwargs
+                    and (model is None or isinstance(model, (str, os.PathLike)))):
                 load_kwargs["device"] = f"cuda:{torch.cuda.current_device()}"
             denoiser = load_denoiser(model, "model", **load_kwargs)
             shard = _shard(todo, rank, world_size)
