@@ -34,7 +34,8 @@ class ModeDefaults:
 # Two prompts under one model: the paper's weighting over every step.
 PROMPT_DEFAULTS = ModeDefaults(weighting="simple", min_noise=0.0)
 # One prompt under two models: the last, near-noiseless steps measure generic weight drift (an ε
-# prediction at almost no noise amplifies any error in x̂₀), so they are left out.
+# prediction at almost no noise amplifies any error in x̂₀), so they are left out; with this floor
+# an edited concept's drift stands out from a control fine-tune's (docs/method.md, the study).
 MODEL_DEFAULTS = ModeDefaults(weighting="simple", min_noise=0.2)
 
 
