@@ -47,6 +47,14 @@ def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(denominator > 0, (x * y).sum(axis=-1) / denominator, np.nan)
 
 
+def _scores(predicted: Sequence[float]) -> np.ndarray:
+    """Predicted scores with round-off left out of the ranking: equal divergences computed along
+    different arithmetic paths (translated pairs, other batches) differ in the last bits, and ties
+    broken by those bits are noise. 12 significant digits is far below any Monte-Carlo error."""
+    values = np.asarray(predicted, dtype=float)
+    return np.array([float(f"{v:.12g}") for v in values]) if values.size else values
+
+
 def correlations(predicted: Sequence[float], gold: Sequence[float]) -> dict[str, float]:
     """``{"spearman": ..., "pearson": ...}`` of ``predicted`` against ``gold`` (``nan`` if undefined).
 
@@ -55,7 +63,7 @@ def correlations(predicted: Sequence[float], gold: Sequence[float]) -> dict[str,
         0.8
     """
     stats = _scipy_stats()
-    x, y = np.asarray(predicted, dtype=float), np.asarray(gold, dtype=float)
+    x, y = _scores(predicted), np.asarray(gold, dtype=float)
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {"spearman": math.nan, "pearson": math.nan}
     with warnings.catch_warnings():
@@ -71,7 +79,7 @@ def bootstrap_replicates(
     ``seed`` seeds :func:`numpy.random.default_rng` (an int or a sequence of ints).
     """
     stats = _scipy_stats()
-    x, y = np.asarray(predicted, dtype=float), np.asarray(gold, dtype=float)
+    x, y = _scores(predicted), np.asarray(gold, dtype=float)
     if len(x) < 2 or resamples < 1:
         return {"spearman": np.full(max(resamples, 0), np.nan), "pearson": np.full(max(resamples, 0), np.nan)}
     indices = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
