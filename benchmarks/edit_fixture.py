@@ -18,7 +18,9 @@ from conjure_metrics.zoo.captions import parse, sample_caption
 from conjure_metrics.zoo.finetune import CaptionEdit, cached_finetune
 
 EDIT = CaptionEdit("coat", "green", rendered_as="purple")
-FINETUNE = dict(steps=200, batch_size=4, lr=2e-4, seed=0)
+# The recipe the committed study results were measured with (a full fine-tune; the fixture now
+# defaults to cross-attention key/value only, which its author found damages the model less).
+FINETUNE = dict(steps=200, batch_size=4, lr=2e-4, seed=0, trainable="all")
 PROMPTS_PER_GROUP = 8
 
 
