@@ -54,7 +54,9 @@ def test_bad_batch_size_is_refused_by_name(bad, error):
 
 
 @pytest.mark.slow
-def test_compiled_tiny_unet_matches_eager_and_compiles_a_single_graph():
+def test_compiled_tiny_unet_matches_eager_and_compiles_a_single_graph(tmp_path, monkeypatch):
+    # A compile cache of its own: a shared /tmp one left truncated by a killed process fails the load.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     from conjure_metrics import DiffusersDenoiser
     from conjure_metrics.tiny import build_tiny_components
 

@@ -60,7 +60,10 @@ def test_logged_value_under_two_cpu_ranks_equals_single_process(strategy, precis
     assert logged["metrics"]["val/pairs_counted"] == len(pairs)  # no pair counted twice or lost
     dtype = torch.bfloat16 if precision == "bf16-true" else torch.float32
     expected = _reference(tiny32, out.with_suffix(".unet"), dtype, pairs)
-    assert logged["metrics"]["val/conjure"] == pytest.approx(float(expected.mean_similarity), rel=1e-6)
+    # Two ranks batch the pairs differently from one process: round-off only, larger in bf16
+    # (2.2e-6 relative measured here on unchanged code at 0f2ff96, over the 1e-6 it was held to).
+    tolerance = 1e-5 if precision == "bf16-true" else 1e-6
+    assert logged["metrics"]["val/conjure"] == pytest.approx(float(expected.mean_similarity), rel=tolerance)
 
 
 def _fit_and_save(module, path):
