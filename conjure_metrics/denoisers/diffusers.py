@@ -10,15 +10,11 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from conjure_metrics.chains import (
-    VARIANCE_PRESERVING_PREDICTION_TYPES,
-    ReverseChain,
-    ddim_chain,
-    ddpm_chain,
-    euler_ancestral_chain,
-)
+from conjure_metrics.chains import VARIANCE_PRESERVING_PREDICTION_TYPES, ReverseChain
+from conjure_metrics.denoisers.pipeline import loading_options
+from conjure_metrics.denoisers.schedules import VARIANCE_PRESERVING_SAMPLERS, variance_preserving_chain
 
-SAMPLERS = ("ddpm", "ddim", "euler_ancestral")
+SAMPLERS = VARIANCE_PRESERVING_SAMPLERS
 
 
 class DiffusersDenoiser:
@@ -99,14 +95,9 @@ class DiffusersDenoiser:
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import AutoTokenizer, CLIPTextModel
 
-        common: dict[str, Any] = {"revision": revision}
-        for name, value in (("local_files_only", local_files_only), ("cache_dir", cache_dir), ("token", token)):
-            if value is not None:
-                common[name] = value
-        # diffusers loads in float32 by default, transformers 5 in the saved precision: pin one for all.
-        weights = dict(common, torch_dtype=torch_dtype or torch.float32, variant=variant)
-        if use_safetensors is not None:
-            weights["use_safetensors"] = use_safetensors
+        common, weights = loading_options(torch_dtype=torch_dtype, local_files_only=local_files_only, revision=revision,
+                                          variant=variant, cache_dir=cache_dir, token=token,
+                                          use_safetensors=use_safetensors)
         unet = UNet2DConditionModel.from_pretrained(path_or_id, subfolder="unet", **weights)
         text_encoder = CLIPTextModel.from_pretrained(path_or_id, subfolder="text_encoder", **weights)
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, subfolder="tokenizer", **common)
@@ -180,24 +171,8 @@ class DiffusersDenoiser:
         return ((self.vae.decode(latents).sample.float() + 1) / 2).clamp(0, 1)
 
     def reverse_chain(self, num_steps: int) -> ReverseChain:
-        from diffusers import DDIMScheduler, DDPMScheduler, EulerAncestralDiscreteScheduler
-
-        config = dict(self.scheduler.config)
-        if self.sampler == "ddpm":
-            scheduler = DDPMScheduler.from_config(config)
-            scheduler.set_timesteps(num_steps)
-            variance = scheduler.config.variance_type
-            variance = variance if variance in ("fixed_small", "fixed_large") else "fixed_small"
-            return ddpm_chain(scheduler.alphas_cumprod, scheduler.timesteps, variance, self.prediction_type)
-        if self.sampler == "ddim":
-            scheduler = DDIMScheduler.from_config(config)
-            scheduler.set_timesteps(num_steps)
-            return ddim_chain(scheduler.alphas_cumprod, scheduler.timesteps, self.eta, float(scheduler.final_alpha_cumprod),
-                              self.prediction_type)
-        scheduler = EulerAncestralDiscreteScheduler.from_config(config)
-        scheduler.set_timesteps(num_steps)
-        return euler_ancestral_chain(scheduler.sigmas, scheduler.timesteps, float(scheduler.init_noise_sigma),
-                                     self.prediction_type)
+        return variance_preserving_chain(self.scheduler.config, self.sampler, num_steps, eta=self.eta,
+                                         prediction_type=self.prediction_type)
 
 
 def _has_subfolder(path_or_id: str | os.PathLike, subfolder: str, hub_kwargs: dict[str, Any]) -> bool:

@@ -8,10 +8,12 @@ from typing import Any, Callable, Union
 import torch
 
 from conjure_metrics.denoisers.protocol import Denoiser
+from conjure_metrics.denoisers.registry import adapter_for, pipeline_class_name
 
 ModelLike = Union[Denoiser, str, os.PathLike, Any, Callable[[], Any], None]
 
 _PROTOCOL_MEMBERS = ("encode_prompts", "predict_noise", "reverse_chain", "sample_shape")
+HUB_OPTIONS = ("local_files_only", "revision", "cache_dir", "token")
 
 
 def is_denoiser(obj: Any) -> bool:
@@ -24,7 +26,9 @@ def load_denoiser(model: ModelLike, argument: str = "model", **load_kwargs: Any)
     Accepts: ``None`` (the embedded conjure-zoo model), a :class:`Denoiser`, a local diffusers folder
     or hub id (``str`` / path), a diffusers pipeline object, or a zero-argument callable returning
     any of these (handy for lazy or offline construction, as torchmetrics' ``CLIPScore`` does).
-    ``load_kwargs`` go to :meth:`DiffusersDenoiser.from_pretrained` for paths and ids.
+    Folders and pipelines are served by their family's adapter (:mod:`conjure_metrics.denoisers.registry`:
+    Stable Diffusion 1/2, SDXL, SD3, Flux, PixArt); another pipeline is an ``UnsupportedModelError``
+    (a ``ValueError``). ``load_kwargs`` go to the adapter's ``from_pretrained`` for paths and ids.
     """
     if model is None:
         model = embedded_model_path()
@@ -33,10 +37,12 @@ def load_denoiser(model: ModelLike, argument: str = "model", **load_kwargs: Any)
     if is_denoiser(model):
         return model
     if isinstance(model, (str, os.PathLike)):
-        from conjure_metrics.denoisers.diffusers import DiffusersDenoiser
-
-        return DiffusersDenoiser.from_pretrained(model, **load_kwargs)
-    if hasattr(model, "unet") and hasattr(model, "text_encoder"):
+        hub = {name: load_kwargs[name] for name in HUB_OPTIONS if load_kwargs.get(name) is not None}
+        adapter = adapter_for(pipeline_class_name(model, argument, **hub), argument)
+        return adapter.from_pretrained(model, **load_kwargs)
+    if _is_diffusers_pipeline(model):
+        return adapter_for(type(model).__name__, argument).from_pipeline(model)
+    if hasattr(model, "unet") and hasattr(model, "text_encoder"):  # an SD-like object that is not a pipeline
         from conjure_metrics.denoisers.diffusers import DiffusersDenoiser
 
         return DiffusersDenoiser.from_pipeline(model)
@@ -54,6 +60,11 @@ def load_denoiser(model: ModelLike, argument: str = "model", **load_kwargs: Any)
         f"{argument} must be a Denoiser, a diffusers folder or hub id, a pipeline, or a callable returning one; "
         f"got {type(model).__name__}"
     )
+
+
+def _is_diffusers_pipeline(model: Any) -> bool:
+    # By class name, so that checking does not import diffusers.
+    return any(cls.__name__ == "DiffusionPipeline" for cls in type(model).__mro__)
 
 
 def _refuse_loading_options(argument: str, model: Any, load_kwargs: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
-"""Tiny, randomly initialised Stable-Diffusion-layout models built from configs, fully offline.
+"""Tiny, randomly initialised models of each supported diffusers family, built from configs, fully offline.
 
 For tests, benchmarks and demos on machines without pretrained weights: the same diffusers folder
 layout (``unet``, ``text_encoder``, ``tokenizer``, ``scheduler``, optional ``vae``) as a real
-checkpoint, so they load through the very code path that loads Stable Diffusion.
+checkpoint, so they load through the very code path that loads Stable Diffusion. The other families
+(SDXL, SD3, Flux, PixArt) have a module each here; :func:`save_tiny_model` builds any of them.
 """
 
 from __future__ import annotations
@@ -13,20 +14,7 @@ from pathlib import Path
 
 import torch
 
-
-def byte_level_clip_tokenizer(model_max_length: int = 77):
-    """A valid CLIP tokenizer with no merges: every byte character and its ``</w>`` form is a token.
-
-    Vocabulary and merges are passed in memory (transformers 5 silently builds a broken tokenizer
-    from ``vocab_file=``/``merges_file=`` keywords).
-    """
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPTokenizer
-
-    characters = sorted(ByteLevel.alphabet())
-    tokens = characters + [c + "</w>" for c in characters] + ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {token: index for index, token in enumerate(tokens)}
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
+from conjure_metrics.tiny.tokenizers import byte_level_clip_tokenizer, character_t5_tokenizer
 
 
 def build_tiny_components(latent: bool = False, seed: int = 0, sample_size: int = 8, model_max_length: int = 32) -> dict:
@@ -67,8 +55,23 @@ def build_tiny_components(latent: bool = False, seed: int = 0, sample_size: int 
     return components
 
 
-def save_tiny_model(path: str | os.PathLike, latent: bool = False, seed: int = 0, sample_size: int = 8) -> Path:
-    """Write a tiny random model in the diffusers folder layout and return its path."""
+FAMILIES = ("sd", "sdxl", "sd3", "flux", "pixart")
+
+
+def save_tiny_model(path: str | os.PathLike, latent: bool = False, seed: int = 0, sample_size: int = 8,
+                    family: str = "sd") -> Path:
+    """Write a tiny random model in the diffusers folder layout and return its path.
+
+    ``family`` ``"sd"`` (the default; pixel space unless ``latent``) or one of ``"sdxl"``, ``"sd3"``,
+    ``"flux"``, ``"pixart"``, each a whole pipeline folder (with a tiny VAE) from
+    ``conjure_metrics.tiny.<family>``.
+    """
+    if family != "sd":
+        if family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+        import importlib
+
+        return importlib.import_module(f"conjure_metrics.tiny.{family}").save(path, seed=seed)
     path = Path(path)
     components = build_tiny_components(latent=latent, seed=seed, sample_size=sample_size)
     for name, component in components.items():

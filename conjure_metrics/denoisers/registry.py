@@ -1,0 +1,88 @@
+"""Which adapter serves a diffusers model: one registry keyed by the pipeline class name.
+
+A diffusers folder names its pipeline in ``model_index.json`` (``"_class_name"``); a loaded pipeline is
+an instance of it. Each supported family has one adapter module; anything else is refused with the list
+of what is supported, before any weights load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from typing import Any
+
+# pipeline class name -> (adapter module, adapter class)
+FAMILIES: dict[str, tuple[str, str]] = {
+    "StableDiffusionPipeline": ("conjure_metrics.denoisers.diffusers", "DiffusersDenoiser"),
+    "StableDiffusionXLPipeline": ("conjure_metrics.denoisers.sdxl", "SDXLDenoiser"),
+    "StableDiffusion3Pipeline": ("conjure_metrics.denoisers.sd3", "SD3Denoiser"),
+    "FluxPipeline": ("conjure_metrics.denoisers.flux", "FluxDenoiser"),
+    "PixArtSigmaPipeline": ("conjure_metrics.denoisers.pixart", "PixArtDenoiser"),
+    "PixArtAlphaPipeline": ("conjure_metrics.denoisers.pixart", "PixArtDenoiser"),
+}
+# Pipelines that load the same checkpoints as a supported one (a folder saved from an img2img pipeline).
+ALIASES: dict[str, str] = {
+    "StableDiffusionImg2ImgPipeline": "StableDiffusionPipeline",
+    "StableDiffusionXLImg2ImgPipeline": "StableDiffusionXLPipeline",
+    "StableDiffusion3Img2ImgPipeline": "StableDiffusion3Pipeline",
+    "FluxImg2ImgPipeline": "FluxPipeline",
+}
+
+
+class UnsupportedModelError(ValueError):
+    """The model is not a text-to-image family conjure_metrics has an adapter for."""
+
+
+def supported_pipelines() -> list[str]:
+    return sorted(FAMILIES)
+
+
+def adapter_for(pipeline_class_name: str, argument: str = "model") -> type:
+    """The adapter class for a diffusers pipeline class name, or :class:`UnsupportedModelError`."""
+    name = ALIASES.get(pipeline_class_name, pipeline_class_name)
+    if name not in FAMILIES:
+        raise UnsupportedModelError(
+            f"{argument} is a {pipeline_class_name}, which conjure_metrics does not support; supported pipelines: "
+            f"{', '.join(supported_pipelines())} (or wrap the model in a CallableDenoiser)"
+        )
+    module, cls = FAMILIES[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def pipeline_class_name(path_or_id: str | os.PathLike, argument: str = "model", **hub: Any) -> str:
+    """``_class_name`` of a folder's or hub repo's ``model_index.json``.
+
+    A local folder without ``model_index.json`` but with ``unet/`` and ``text_encoder/`` is taken for the
+    Stable Diffusion layout (hand-assembled folders written before this registry existed).
+    """
+    if os.path.isdir(path_or_id):
+        index_path = os.path.join(path_or_id, "model_index.json")
+        if not os.path.isfile(index_path):
+            if all(os.path.isdir(os.path.join(path_or_id, sub)) for sub in ("unet", "text_encoder")):
+                return "StableDiffusionPipeline"
+            raise FileNotFoundError(f"{argument}: {os.fspath(path_or_id)!r} is a folder without model_index.json "
+                                    "(not a diffusers pipeline folder)")
+    elif os.path.exists(path_or_id):
+        raise ValueError(f"{argument}: {os.fspath(path_or_id)!r} is a file, not a diffusers folder")
+    else:
+        index_path = _hub_model_index(str(path_or_id), argument, hub)
+    try:
+        with open(index_path, encoding="utf-8") as handle:
+            name = json.load(handle).get("_class_name")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{argument}: cannot read {index_path}: {error}") from None
+    if not isinstance(name, str):
+        raise ValueError(f"{argument}: {index_path} names no pipeline class (_class_name)")
+    return name
+
+
+def _hub_model_index(repo_id: str, argument: str, hub: dict[str, Any]) -> str:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return hf_hub_download(repo_id, "model_index.json", revision=hub.get("revision"), cache_dir=hub.get("cache_dir"),
+                               token=hub.get("token"), local_files_only=bool(hub.get("local_files_only", False)))
+    except Exception as error:  # offline, unknown repo, gated: say which, in one line
+        raise FileNotFoundError(f"{argument}: {repo_id!r} is neither a local folder nor a reachable hub model "
+                                f"({type(error).__name__})") from None
