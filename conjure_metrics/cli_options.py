@@ -26,9 +26,11 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "max_batch_size": ("--max-batch-size", "most rows per model call"),
     "target_stderr": ("--target-stderr", "adaptive sampling: standard error to aim for per pair"),
     "max_samples": ("--max-samples", "adaptive sampling: most samples per pair, pilot included"),
+    "sampler": ("--sampler", "reverse process (default: the model's; ddpm/ddim/euler_ancestral for "
+                             "SD, SDXL, PixArt; sde/ancestral/ode for SD3, Flux)"),
 }
 _TYPES = {"num_steps": int, "num_samples": int, "seed": int, "max_batch_size": int, "max_samples": int,
-          "guidance_scale": float, "min_noise": float, "min_timestep": float, "target_stderr": float}
+          "guidance_scale": float, "min_noise": float, "min_timestep": float, "target_stderr": float, "sampler": str}
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser | Any, exclude: tuple[str, ...] = (), **defaults: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from conjure_metrics.denoisers.loading import ModelLike, load_denoiser
+from conjure_metrics.denoisers.loading import ModelLike, load_pair
 from conjure_metrics.denoisers.protocol import Denoiser, decode_to_pixels
 from conjure_metrics.estimator import StepState, jeffreys_terms
 from conjure_metrics.functional import check_chain_settings, divergence_to_similarity
@@ -113,6 +113,7 @@ def explain(
     min_timestep: float = 0,
     sample_index: int = 0,
     max_batch_size: int = 64,
+    sampler: str | None = None,
     progress_bar: bool | None = False,
     **load_kwargs: Any,
 ) -> Explanation:
@@ -137,10 +138,9 @@ def explain(
     check_prompts([prompt_a], [prompt_b])
     settings = ConjureSettings(num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale,
                                weighting=weighting, min_noise=min_noise, seed=seed, max_batch_size=max_batch_size,
-                               min_timestep=min_timestep)
+                               min_timestep=min_timestep, sampler=sampler)
     check_sample_index(sample_index, num_samples)
-    denoiser_a = load_denoiser(model, "model", **load_kwargs)
-    denoiser_b = None if model_b is None else load_denoiser(model_b, "model_b", **load_kwargs)
+    denoiser_a, denoiser_b = load_pair(model, model_b, settings.sampler, load_kwargs)
     return explain_with(prompt_a, prompt_b, denoiser_a, denoiser_b, settings, sample_index=sample_index,
                         progress_bar=progress_bar)
 

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from torch import Tensor
 
 from conjure_metrics.adaptive import adaptive_jeffreys_terms
-from conjure_metrics.denoisers.loading import ModelLike, load_denoiser
+from conjure_metrics.denoisers.loading import ModelLike, load_pair
 from conjure_metrics.denoisers.protocol import Denoiser
 from conjure_metrics.estimator import JeffreysTerms, jeffreys_terms
 from conjure_metrics.settings import ConjureSettings, comparison_mode
@@ -58,6 +58,7 @@ def conjure_similarity(
     min_timestep: float = 0,
     target_stderr: float | None = None,
     max_samples: int | None = None,
+    sampler: str | None = None,
     progress_bar: bool | None = None,
     **load_kwargs: Any,
 ) -> ConjureResult:
@@ -93,6 +94,9 @@ def conjure_similarity(
             as this standard error needs (at least 2); the result comes from the fresh samples only,
             so it stays unbiased (its standard error lands near the target, not always below it).
         max_samples: most samples per pair with ``target_stderr``, pilot included (default ``8 * num_samples``).
+        sampler: the reverse process trajectories are drawn with (``None``: the model's default): ``"ddpm"``,
+            ``"ddim"``, ``"euler_ancestral"`` for Stable Diffusion 1/2, SDXL, PixArt; ``"sde"``, ``"ancestral"``,
+            ``"ode"`` for SD3 and Flux. The generative process is part of what a prompt means.
         progress_bar: show a tqdm bar (``None``: only on a terminal).
         **load_kwargs: passed to ``DiffusersDenoiser.from_pretrained`` when a model is a path or id
             (e.g. ``torch_dtype``, ``device``).
@@ -113,9 +117,8 @@ def conjure_similarity(
     settings = ConjureSettings(
         num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale, weighting=weighting,
         min_noise=min_noise, seed=seed, max_batch_size=max_batch_size, min_timestep=min_timestep,
-        target_stderr=target_stderr, max_samples=max_samples)
-    denoiser_a = load_denoiser(model, "model", **load_kwargs)
-    denoiser_b = None if model_b is None else load_denoiser(model_b, "model_b", **load_kwargs)
+        target_stderr=target_stderr, max_samples=max_samples, sampler=sampler)
+    denoiser_a, denoiser_b = load_pair(model, model_b, settings.sampler, load_kwargs)
     return score_pairs(prompts_a, prompts_b, denoiser_a, denoiser_b, settings, progress_bar=progress_bar)
 
 

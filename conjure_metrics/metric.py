@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from conjure_metrics.accumulators import PairSimilarityMetric, SharedModels
-from conjure_metrics.denoisers.loading import ModelLike, load_denoiser
+from conjure_metrics.denoisers.loading import ModelLike, load_pair
 from conjure_metrics.functional import check_chain_settings, score_pairs
 from conjure_metrics.settings import ConjureSettings, comparison_mode
 from conjure_metrics.validation import check_prompts
@@ -46,9 +46,11 @@ class ConjureSimilarity(PairSimilarityMetric):
         min_timestep: steps below this model timestep are left out too (prefer ``min_noise``).
         target_stderr: adaptive sampling target (see :func:`~conjure_metrics.conjure_similarity`).
         max_samples: most samples per pair with ``target_stderr``.
+        sampler: the reverse process (``None``: the model's default; ``"ddpm"``, ``"ddim"``,
+            ``"euler_ancestral"`` for SD 1/2, SDXL, PixArt; ``"sde"``, ``"ancestral"``, ``"ode"`` for SD3, Flux).
         model_b: model for the second prompt of each pair (defaults to ``model``): compare checkpoints.
         progress_bar: show a tqdm bar per batch.
-        load_kwargs: passed to ``DiffusersDenoiser.from_pretrained`` (e.g. ``{"torch_dtype": torch.float16}``).
+        load_kwargs: passed to the family adapter's ``from_pretrained`` (e.g. ``{"torch_dtype": torch.float16}``).
         kwargs: torchmetrics ``Metric`` arguments (``sync_on_compute``, ``process_group``, ...).
 
     Examples:
@@ -83,6 +85,7 @@ class ConjureSimilarity(PairSimilarityMetric):
         min_timestep: float = 0,
         target_stderr: Optional[float] = None,
         max_samples: Optional[int] = None,
+        sampler: Optional[str] = None,
         model_b: ModelLike = None,
         progress_bar: bool = False,
         load_kwargs: Optional[dict[str, Any]] = None,
@@ -92,15 +95,12 @@ class ConjureSimilarity(PairSimilarityMetric):
         settings = ConjureSettings(
             num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale, weighting=weighting,
             min_noise=min_noise, seed=seed, max_batch_size=max_batch_size, min_timestep=min_timestep,
-            target_stderr=target_stderr, max_samples=max_samples)
+            target_stderr=target_stderr, max_samples=max_samples, sampler=sampler)
         self.progress_bar = progress_bar
         load_kwargs = load_kwargs or {}
         # A tuple, not attributes: nn.Module would register module-typed denoisers, and their weights
         # would land in state_dict and in every Lightning checkpoint (Lightning #4361).
-        self._models = SharedModels((
-            load_denoiser(model, "model", **load_kwargs),
-            None if model_b is None else load_denoiser(model_b, "model_b", **load_kwargs),
-        ))
+        self._models = SharedModels(load_pair(model, model_b, settings.sampler, load_kwargs))
         self.mode = comparison_mode(self._models[1], self._models[0])
         self.settings = settings.for_mode(self.mode)
         check_chain_settings(self._models[0], self.settings)

@@ -60,6 +60,10 @@ class ConjureSettings:
         max_batch_size: most rows per model call.
         target_stderr: adaptive sampling's target standard error (``None``: a fixed ``num_samples``).
         max_samples: most samples per pair with ``target_stderr``, pilot included (default ``8 * num_samples``).
+        sampler: the reverse process trajectories are drawn with (``None``: the model's default).
+            The generative process, not only the weights, defines what a prompt means: Stable Diffusion
+            1/2, SDXL and PixArt offer ``"ddpm"`` (default), ``"ddim"``, ``"euler_ancestral"``; SD3 and
+            Flux ``"sde"`` (default), ``"ancestral"``, ``"ode"`` (see the model-family table in the docs).
 
     Examples:
         >>> settings = ConjureSettings(num_steps=8)
@@ -81,6 +85,7 @@ class ConjureSettings:
     max_batch_size: int = 64
     target_stderr: float | None = None
     max_samples: int | None = None
+    sampler: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_steps", "num_samples", "max_batch_size"):
@@ -110,6 +115,8 @@ class ConjureSettings:
                 raise ValueError(f"max_samples ({self.max_samples}) must be at least {least}: num_samples "
                                  f"({self.num_samples})" + (" for the pilot, then 2 fresh samples"
                                                             if self.target_stderr is not None else ""))
+        if self.sampler is not None and not (isinstance(self.sampler, str) and self.sampler):
+            raise TypeError(f"sampler must be a sampler name or None, got {self.sampler!r}")
         # One representation per value (4 and 4.0, numpy scalars): records and results keys must agree.
         for name in ("num_steps", "num_samples", "seed", "max_batch_size", "max_samples"):
             if getattr(self, name) is not None:

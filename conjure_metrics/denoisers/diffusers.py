@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -11,13 +10,13 @@ import torch
 from torch import Tensor
 
 from conjure_metrics.chains import VARIANCE_PRESERVING_PREDICTION_TYPES, ReverseChain
-from conjure_metrics.denoisers.pipeline import loading_options
+from conjure_metrics.denoisers.pipeline import SamplerChoice, loading_options, warn_if_truncated
 from conjure_metrics.denoisers.schedules import VARIANCE_PRESERVING_SAMPLERS, variance_preserving_chain
 
 SAMPLERS = VARIANCE_PRESERVING_SAMPLERS
 
 
-class DiffusersDenoiser:
+class DiffusersDenoiser(SamplerChoice):
     """A diffusers UNet + CLIP-style text encoder + tokenizer + scheduler (+ optional VAE) as a :class:`Denoiser`.
 
     With a ``vae`` the model works in its latent space (Stable Diffusion); without one in pixel space.
@@ -42,6 +41,8 @@ class DiffusersDenoiser:
 
         denoiser = DiffusersDenoiser.from_pretrained("CompVis/stable-diffusion-v1-4", torch_dtype=torch.float16, device="cuda")
     """
+
+    samplers = SAMPLERS
 
     def __init__(
         self,
@@ -151,7 +152,7 @@ class DiffusersDenoiser:
         max_length = self.tokenizer.model_max_length
         tokens = self.tokenizer(list(prompts), padding="max_length", max_length=max_length, truncation=True,
                                 return_tensors="pt", return_overflowing_tokens=False)
-        _warn_if_truncated(self.tokenizer, prompts, max_length)
+        warn_if_truncated(self.tokenizer, prompts, max_length)
         encoder_device = next(self.text_encoder.parameters()).device
         return self.text_encoder(tokens.input_ids.to(encoder_device))[0].to(self.device)
 
@@ -192,16 +193,3 @@ def _has_subfolder(path_or_id: str | os.PathLike, subfolder: str, hub_kwargs: di
             return True
         except Exception:
             return False
-
-
-def _warn_if_truncated(tokenizer: Any, prompts: Sequence[str], max_length: int) -> None:
-    lengths = [len(ids) for ids in tokenizer(list(prompts), truncation=False, verbose=False).input_ids]
-    too_long = [p for p, n in zip(prompts, lengths) if n > max_length]
-    if too_long:
-        shown = ", ".join(repr(p[:40] + ("…" if len(p) > 40 else "")) for p in too_long[:3])
-        warnings.warn(
-            f"{len(too_long)} prompt(s) exceed the tokenizer's {max_length} tokens and were truncated "
-            f"(the model never sees the rest): {shown}",
-            UserWarning,
-            stacklevel=3,
-        )

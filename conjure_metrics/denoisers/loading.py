@@ -20,7 +20,7 @@ def is_denoiser(obj: Any) -> bool:
     return all(hasattr(obj, name) for name in _PROTOCOL_MEMBERS)
 
 
-def load_denoiser(model: ModelLike, argument: str = "model", **load_kwargs: Any) -> Denoiser:
+def load_denoiser(model: ModelLike, argument: str = "model", *, sampler: str | None = None, **load_kwargs: Any) -> Denoiser:
     """Resolve ``model`` to a :class:`Denoiser`.
 
     Accepts: ``None`` (the embedded conjure-zoo model), a :class:`Denoiser`, a local diffusers folder
@@ -29,7 +29,45 @@ def load_denoiser(model: ModelLike, argument: str = "model", **load_kwargs: Any)
     Folders and pipelines are served by their family's adapter (:mod:`conjure_metrics.denoisers.registry`:
     Stable Diffusion 1/2, SDXL, SD3, Flux, PixArt); another pipeline is an ``UnsupportedModelError``
     (a ``ValueError``). ``load_kwargs`` go to the adapter's ``from_pretrained`` for paths and ids.
+    ``sampler`` (the setting) picks the model's reverse process (:func:`use_sampler`).
     """
+    denoiser = _resolve(model, argument, load_kwargs)
+    return denoiser if sampler is None else use_sampler(denoiser, sampler, argument)
+
+
+def load_pair(model: ModelLike, model_b: ModelLike, sampler: str | None = None,
+              load_kwargs: dict[str, Any] | None = None) -> tuple[Denoiser, Denoiser | None]:
+    """``model`` and ``model_b`` resolved (``model_b`` ``None`` stays ``None``; the same object stays one model).
+
+    ``sampler`` is the setting; a ``sampler`` among the loading options (how it was passed before it
+    was a setting) means the same, and the two must agree.
+    """
+    load_kwargs = dict(load_kwargs or {})
+    legacy = load_kwargs.pop("sampler", None)
+    if legacy is not None and sampler is not None and legacy != sampler:
+        raise ValueError(f"sampler={sampler!r} and the loading option sampler={legacy!r} disagree; give one")
+    sampler = sampler if sampler is not None else legacy
+    denoiser = load_denoiser(model, "model", sampler=sampler, **load_kwargs)
+    if model_b is None or model_b is model:
+        return denoiser, None if model_b is None else denoiser
+    return denoiser, load_denoiser(model_b, "model_b", sampler=sampler, **load_kwargs)
+
+
+def use_sampler(denoiser: Denoiser, sampler: str, argument: str = "model") -> Denoiser:
+    """``denoiser`` drawing its trajectories with ``sampler`` (its modules shared, not copied).
+
+    Only adapters that offer a choice (``with_sampler`` and ``samplers``: every diffusers family) can;
+    for any other model the sampler is whatever its ``reverse_chain`` builds, and asking for one is an error.
+    """
+    if getattr(denoiser, "sampler", None) == sampler:
+        return denoiser
+    if not callable(getattr(type(denoiser), "with_sampler", None)):
+        raise ValueError(f"sampler={sampler!r}: {argument} ({type(denoiser).__name__}) offers no choice of sampler "
+                         "(its reverse_chain defines the process); leave sampler unset")
+    return denoiser.with_sampler(sampler)
+
+
+def _resolve(model: ModelLike, argument: str, load_kwargs: dict[str, Any]) -> Denoiser:
     if model is None:
         model = embedded_model_path()
     if load_kwargs and not isinstance(model, (str, os.PathLike)):
@@ -55,7 +93,7 @@ def load_denoiser(model: ModelLike, argument: str = "model", **load_kwargs: Any)
         built = model()
         if built is None or (callable(built) and not is_denoiser(built) and not hasattr(built, "unet")):
             raise TypeError(f"{argument} is a callable that returned {type(built).__name__}, not a model")
-        return load_denoiser(built, argument, **load_kwargs)
+        return _resolve(built, argument, load_kwargs)
     raise TypeError(
         f"{argument} must be a Denoiser, a diffusers folder or hub id, a pipeline, or a callable returning one; "
         f"got {type(model).__name__}"

@@ -14,9 +14,11 @@ wrappers override only ``get_eps``:
 
 from __future__ import annotations
 
+import copy
 import os
+import warnings
 from contextlib import contextmanager
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -42,13 +44,31 @@ def loading_options(
     for name, value in (("local_files_only", local_files_only), ("cache_dir", cache_dir), ("token", token)):
         if value is not None:
             hub[name] = value
-    weights = dict(hub, torch_dtype=torch_dtype or torch.float32, variant=variant)
+    # ``dtype``: the name both libraries read now (diffusers 0.42 deprecates ``torch_dtype``).
+    weights = dict(hub, dtype=torch_dtype or torch.float32, variant=variant)
     if use_safetensors is not None:
         weights["use_safetensors"] = use_safetensors
     return hub, weights
 
 
-class PipelineDenoiser:
+class SamplerChoice:
+    """A model adapter whose reverse process is one of ``samplers``, chosen by its ``sampler`` attribute."""
+
+    samplers: ClassVar[tuple[str, ...]] = ()
+    sampler: str
+
+    def with_sampler(self, sampler: str) -> "SamplerChoice":
+        """The same model (modules shared, not copied) drawing trajectories with ``sampler``."""
+        if sampler not in self.samplers:
+            raise ValueError(f"sampler must be one of {self.samplers} for {type(self).__name__}, got {sampler!r}")
+        if sampler == self.sampler:
+            return self
+        view = copy.copy(self)
+        view.sampler = sampler
+        return view
+
+
+class PipelineDenoiser(SamplerChoice):
     """Base of the family adapters: a loaded diffusers pipeline used as a :class:`~conjure_metrics.Denoiser`.
 
     Args:
@@ -66,6 +86,8 @@ class PipelineDenoiser:
     """The pipeline attribute holding the network that predicts (``unet`` or ``transformer``)."""
     samplers: ClassVar[tuple[str, ...]] = ()
     """Reverse processes offered, the default first."""
+    required_components: ClassVar[tuple[str, ...]] = ()
+    """Components without which the family's prompts cannot be encoded or its model run."""
     guidance_mode: str = "cfg"
 
     def __init__(self, pipeline: Any, *, sampler: str | None = None,
@@ -109,17 +131,50 @@ class PipelineDenoiser:
         """
         import diffusers
 
-        _, weights = loading_options(torch_dtype=torch_dtype, local_files_only=local_files_only, revision=revision,
-                                     variant=variant, cache_dir=cache_dir, token=token, use_safetensors=use_safetensors)
-        overrides = dict(components or {})
-        if not load_vae:
-            overrides.setdefault("vae", None)
-        pipeline_class = getattr(diffusers, cls.pipeline_classes[0])
-        pipeline = pipeline_class.from_pretrained(path_or_id, **weights, **overrides)
+        hub, weights = loading_options(torch_dtype=torch_dtype, local_files_only=local_files_only, revision=revision,
+                                       variant=variant, cache_dir=cache_dir, token=token, use_safetensors=use_safetensors)
+        class_name, overrides = cls._components_to_load(path_or_id, dict(components or {}), load_vae, hub)
+        pipeline = getattr(diffusers, class_name).from_pretrained(path_or_id, **weights, **overrides)
         for module in _modules_of(pipeline):
             module.requires_grad_(False).eval()
         denoiser = cls(pipeline, **kwargs)
         return denoiser.to(device) if device is not None else denoiser
+
+    @classmethod
+    def _components_to_load(cls, path_or_id: str | os.PathLike, overrides: dict[str, Any], load_vae: bool,
+                            hub: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The pipeline class to load with, and the components to pass instead of loading them.
+
+        Checked against ``model_index.json`` before any weights load, so that a wrong or incomplete folder
+        is one line naming the problem instead of an error from deep inside diffusers: the family must be
+        this adapter's, a required component must be there, and a local folder must hold every component
+        its index lists. Components the index records as absent (``[null, null]``, e.g. SD3 saved without
+        T5) are passed as ``None``, which diffusers otherwise refuses for non-optional ones.
+        """
+        from conjure_metrics.denoisers.registry import ALIASES, listed_components, read_model_index
+
+        index = read_model_index(path_or_id, "path_or_id", **hub)
+        class_name = str(index.get("_class_name"))
+        class_name = class_name if class_name in cls.pipeline_classes else ALIASES.get(class_name, class_name)
+        if class_name not in cls.pipeline_classes:
+            raise ValueError(f"path_or_id: {os.fspath(path_or_id)!r} holds a {index.get('_class_name')}, not a "
+                             f"{' or '.join(cls.pipeline_classes)} ({cls.__name__})")
+        if not load_vae:
+            overrides.setdefault("vae", None)
+        listed = listed_components(index)
+        for name, present in listed.items():
+            if not present:
+                overrides.setdefault(name, None)
+        for name in cls.required_components:
+            if name not in overrides and not listed.get(name, False):
+                raise ValueError(f"path_or_id: the model_index.json of {os.fspath(path_or_id)!r} lists no {name}, "
+                                 f"which {cls.__name__} needs")
+        if os.path.isdir(path_or_id):
+            for name, present in listed.items():
+                if present and name not in overrides and not os.path.isdir(os.path.join(path_or_id, name)):
+                    raise ValueError(f"path_or_id: {os.fspath(path_or_id)!r} has no {name}/ subfolder, which its "
+                                     "model_index.json lists")
+        return class_name, overrides
 
     @classmethod
     def from_pipeline(cls, pipeline: Any, **kwargs: Any) -> "PipelineDenoiser":
@@ -197,3 +252,17 @@ def _named_modules_of(pipeline: Any) -> list[tuple[str, torch.nn.Module]]:
 
 def _modules_of(pipeline: Any) -> list[torch.nn.Module]:
     return [module for _, module in _named_modules_of(pipeline)]
+
+
+def warn_if_truncated(tokenizer: Any, prompts: Sequence[str], max_length: int) -> None:
+    """Warn (naming them) about prompts longer than the tokenizer's ``max_length``: the model never sees the rest."""
+    lengths = [len(ids) for ids in tokenizer(list(prompts), truncation=False, verbose=False).input_ids]
+    too_long = [p for p, n in zip(prompts, lengths) if n > max_length]
+    if too_long:
+        shown = ", ".join(repr(p[:40] + ("…" if len(p) > 40 else "")) for p in too_long[:3])
+        warnings.warn(
+            f"{len(too_long)} prompt(s) exceed the tokenizer's {max_length} tokens and were truncated "
+            f"(the model never sees the rest): {shown}",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -56,11 +56,22 @@ def pipeline_class_name(path_or_id: str | os.PathLike, argument: str = "model", 
     A local folder without ``model_index.json`` but with ``unet/`` and ``text_encoder/`` is taken for the
     Stable Diffusion layout (hand-assembled folders written before this registry existed).
     """
+    if os.path.isdir(path_or_id) and not os.path.isfile(os.path.join(path_or_id, "model_index.json")):
+        if all(os.path.isdir(os.path.join(path_or_id, sub)) for sub in ("unet", "text_encoder")):
+            return "StableDiffusionPipeline"
+    index = read_model_index(path_or_id, argument, **hub)
+    name = index.get("_class_name")
+    if not isinstance(name, str):
+        raise ValueError(f"{argument}: the model_index.json of {os.fspath(path_or_id)!r} names no pipeline class "
+                         "(_class_name)")
+    return name
+
+
+def read_model_index(path_or_id: str | os.PathLike, argument: str = "model", **hub: Any) -> dict[str, Any]:
+    """The parsed ``model_index.json`` of a local diffusers folder or a hub repo, or a one-line error."""
     if os.path.isdir(path_or_id):
         index_path = os.path.join(path_or_id, "model_index.json")
         if not os.path.isfile(index_path):
-            if all(os.path.isdir(os.path.join(path_or_id, sub)) for sub in ("unet", "text_encoder")):
-                return "StableDiffusionPipeline"
             raise FileNotFoundError(f"{argument}: {os.fspath(path_or_id)!r} is a folder without model_index.json "
                                     "(not a diffusers pipeline folder)")
     elif os.path.exists(path_or_id):
@@ -69,12 +80,18 @@ def pipeline_class_name(path_or_id: str | os.PathLike, argument: str = "model", 
         index_path = _hub_model_index(str(path_or_id), argument, hub)
     try:
         with open(index_path, encoding="utf-8") as handle:
-            name = json.load(handle).get("_class_name")
+            index = json.load(handle)
     except (OSError, ValueError) as error:
         raise ValueError(f"{argument}: cannot read {index_path}: {error}") from None
-    if not isinstance(name, str):
-        raise ValueError(f"{argument}: {index_path} names no pipeline class (_class_name)")
-    return name
+    if not isinstance(index, dict):
+        raise ValueError(f"{argument}: {index_path} is not a model index (a JSON object)")
+    return index
+
+
+def listed_components(index: dict[str, Any]) -> dict[str, bool]:
+    """Component name -> whether the index records it as present (``["diffusers", "Class"]``) or absent (``[null, null]``)."""
+    return {name: bool(entry[0] is not None) for name, entry in index.items()
+            if not name.startswith("_") and isinstance(entry, list) and len(entry) == 2}
 
 
 def _hub_model_index(repo_id: str, argument: str, hub: dict[str, Any]) -> str:

@@ -50,6 +50,7 @@ def drift_report(
     seed: int = 0,
     max_batch_size: int = 64,
     min_timestep: float = 0.0,
+    sampler: str | None = None,
     chunk_size: int = 32,
     results_path: str | os.PathLike | None = None,
     explain_top: int = 0,
@@ -76,7 +77,7 @@ def drift_report(
             specificity. See :mod:`conjure_metrics.drift.prompts` for reading them from a file.
         names: how the report names each checkpoint (default: the path or hub id as given, else
             ``"checkpoint 1"``, ...). An object checkpoint is known to the results file by its name only.
-        num_steps, num_samples, guidance_scale, weighting, min_noise, seed, max_batch_size, min_timestep:
+        num_steps, num_samples, guidance_scale, weighting, min_noise, seed, max_batch_size, min_timestep, sampler:
             the estimator's settings, as in :func:`~conjure_metrics.conjure_similarity`; unset
             ``weighting`` / ``min_noise`` take the defaults for comparing two models.
         chunk_size: prompts scored (and appended to the results file) at a time.
@@ -107,7 +108,7 @@ def drift_report(
     """
     settings = ConjureSettings(num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale,
                                weighting=weighting, min_noise=min_noise, seed=seed, max_batch_size=max_batch_size,
-                               min_timestep=min_timestep).for_mode("models")
+                               min_timestep=min_timestep, sampler=sampler).for_mode("models")
     grouped = group_prompts(prompts, groups)
     checkpoints = _checked_checkpoints(checkpoints)
     names = _checked_names(checkpoints, names)
@@ -135,7 +136,7 @@ def drift_report(
 
     def base_denoiser() -> Denoiser:
         if not loaded_base:
-            loaded_base.append(_load(base, "base", base_name, load_kwargs, progress))
+            loaded_base.append(_load(base, "base", base_name, dict(load_kwargs, sampler=sampler), progress))
         return loaded_base[0]
 
     try:
@@ -148,7 +149,7 @@ def drift_report(
             done_here = len(grouped.prompts) - len(todo)
             progress.stage(f"{where}: scoring {len(todo)} prompt(s)" + (f", {done_here} reused" if done_here else ""))
             reference = base_denoiser()
-            checkpoint = _load(checkpoints[index], "checkpoint", info.name, load_kwargs, progress)
+            checkpoint = _load(checkpoints[index], "checkpoint", info.name, dict(load_kwargs, sampler=sampler), progress)
             for start in range(0, len(todo), chunk_size):
                 chunk = todo[start:start + chunk_size]
                 records = [dict(score, key=keys[info.name, score["prompt"]], settings=results_settings,
@@ -220,7 +221,8 @@ def _explain_most_moved(report: DriftReport, count: int, base_denoiser: Any, mod
         if not rows:
             continue
         reference = base_denoiser()
-        checkpoint = _load(models[info.name], "checkpoint", info.name, load_kwargs, progress)
+        checkpoint = _load(models[info.name], "checkpoint", info.name,
+                           dict(load_kwargs, sampler=settings.get("sampler")), progress)
         for row in rows:
             progress.stage(f"explaining {row.prompt!r} at {info.name}")
             explanation = explain(row.prompt, row.prompt, reference, model_b=checkpoint, **settings, progress_bar=False)

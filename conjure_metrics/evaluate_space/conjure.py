@@ -33,7 +33,8 @@ Args:
     num_steps (`int`, default 10), num_samples (`int`, default 5), guidance_scale (`float`, default 7.5),
     weighting (`"simple"`, `"girsanov"` or `"min_snr"`; default by mode), min_noise (`float`; default by mode:
     0 for prompts, 0.2 with `model_b`), seed (`int`, default 0), max_batch_size (`int`, default 64),
-    min_timestep (`float`, default 0), target_stderr (`float`, optional), max_samples (`int`, optional):
+    min_timestep (`float`, default 0), target_stderr (`float`, optional), max_samples (`int`, optional),
+    sampler (`str`, optional: the model's reverse process, e.g. "ddim", or "sde" / "ode" for SD3 and Flux):
     estimator settings, as in `conjure_metrics.conjure_similarity`.
 Returns:
     mean_similarity (`float`): mean of the per-pair similarities.

@@ -185,6 +185,7 @@ def run_benchmark(
     min_timestep: float = 0,
     max_batch_size: int = 64,
     min_noise: float | None = None,
+    sampler: str | None = None,
     max_pairs: int | None = None,
     chunk_size: int = 32,
     results_path: str | os.PathLike | None = None,
@@ -228,7 +229,7 @@ def run_benchmark(
     """
     checked = ConjureSettings(num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale,
                               weighting=weighting, min_noise=min_noise, seed=seed, max_batch_size=max_batch_size,
-                              min_timestep=min_timestep).for_mode("prompts")
+                              min_timestep=min_timestep, sampler=sampler).for_mode("prompts")
     for name, value, least in (("chunk_size", chunk_size, 1), ("max_pairs", max_pairs, 1),
                                ("bootstrap_resamples", bootstrap_resamples, 0)):
         if value is None and name == "max_pairs":
@@ -268,7 +269,7 @@ def run_benchmark(
             if (world_size > 1 and torch.cuda.is_available() and "device" not in load_kwargs
                     and (model is None or isinstance(model, (str, os.PathLike)))):
                 load_kwargs["device"] = f"cuda:{torch.cuda.current_device()}"
-            denoiser = load_denoiser(model, "model", **load_kwargs)
+            denoiser = load_denoiser(model, "model", sampler=checked.sampler, **load_kwargs)
             shard = _shard(todo, rank, world_size)
             num_chunks = math.ceil(math.ceil(len(todo) / world_size) / chunk_size)
             show = rank == 0 and (progress_bar if progress_bar is not None else sys.stderr.isatty())

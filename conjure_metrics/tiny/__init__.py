@@ -55,6 +55,8 @@ def build_tiny_components(latent: bool = False, seed: int = 0, sample_size: int 
     return components
 
 
+__all__ = ["FAMILIES", "build_tiny_components", "byte_level_clip_tokenizer", "character_t5_tokenizer", "save_tiny_model"]
+
 FAMILIES = ("sd", "sdxl", "sd3", "flux", "pixart")
 
 
