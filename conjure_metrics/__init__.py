@@ -69,6 +69,11 @@ __all__ = [
 ]
 
 
+# ``explain`` is also a submodule's name: importing the submodule (as the CLI does) would bind the
+# package attribute to the module, so the function is bound here (explain imports no heavy library).
+from conjure_metrics.explain import Explanation, explain  # noqa: E402
+
+
 def __getattr__(name: str) -> Any:
     if name in _PUBLIC:
         value = getattr(importlib.import_module(_PUBLIC[name]), name)
@@ -89,7 +94,6 @@ if TYPE_CHECKING:
     from conjure_metrics.denoisers.loading import load_denoiser
     from conjure_metrics.denoisers.protocol import Denoiser
     from conjure_metrics.estimator import JeffreysTerms, StepState, jeffreys_terms
-    from conjure_metrics.explain import Explanation, explain
     from conjure_metrics.functional import ConjureResult, conjure_similarity, divergence_to_similarity
     from conjure_metrics.metric import ConjureSimilarity
     from conjure_metrics.settings import ConjureSettings

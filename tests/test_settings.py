@@ -7,7 +7,7 @@ import torch
 
 from conjure_metrics import ConjureSettings, ConjureSimilarity, conjure_similarity
 from conjure_metrics.chains import cosine_betas, ddpm_chain, leading_timesteps, linear_betas
-from conjure_metrics.cli_options import add_settings_arguments, settings_from_args
+from conjure_metrics.cli.options import add_settings_arguments, settings_from_args
 from conjure_metrics.settings import MODEL_DEFAULTS, PROMPT_DEFAULTS
 from conjure_metrics.weighting import counted_steps, step_weights
 from helpers import gaussian_model

@@ -5,7 +5,7 @@
 
 Prints the group summary and the table; writes each requested file atomically once everything is
 computed (output directories are checked before anything loads). User errors print one line and exit
-with status 2 (through :func:`conjure_metrics.cli.run_command`).
+with status 2 (through :func:`conjure_metrics.cli.running.run_command`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import os
 from typing import Any
 
-from conjure_metrics.cli_options import add_settings_arguments, settings_from_args
+from conjure_metrics.cli.options import add_settings_arguments, settings_from_args
 from conjure_metrics.drift.files import check_output_directory, write_atomically
 from conjure_metrics.drift.plot import png_bytes
 from conjure_metrics.drift.prompts import read_prompts

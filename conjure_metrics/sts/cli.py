@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from conjure_metrics.cli_options import add_settings_arguments, settings_from_args
+from conjure_metrics.cli.options import add_settings_arguments, settings_from_args
+from conjure_metrics.cli.running import run_command
 from conjure_metrics.sts.formats import FORMATS, load_datasets
 from conjure_metrics.sts.run import run_benchmark
 
@@ -83,8 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="conjure sts", description="Benchmark on human similarity scores.")
     _add_arguments(parser)
     parser.set_defaults(run=_run)
-    from conjure_metrics.cli import run_command  # here: conjure_metrics.cli imports this module
-
     return run_command(parser.parse_args(argv))
 
 

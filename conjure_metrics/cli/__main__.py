@@ -1,0 +1,5 @@
+import sys
+
+from conjure_metrics.cli.app import main
+
+sys.exit(main())
