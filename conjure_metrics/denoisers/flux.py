@@ -39,8 +39,9 @@ class FluxDenoiser(PipelineDenoiser):
         pipeline: a ``FluxPipeline`` (its modules are used, never its ``__call__``).
         sampler: ``"sde"`` (default), ``"ancestral"`` or ``"ode"`` (:mod:`conjure_metrics.chains_flow`).
         noise_level: the ``"sde"`` sampler's noise level ``a`` (``0`` is the ODE).
-        height, width: image size in pixels (multiples of twice the VAE's downsampling); default: the
+        height: image height in pixels (a multiple of twice the VAE's downsampling); default: the
             VAE's ``sample_size`` (1024 for FLUX.1), else the pipeline's default size.
+        width: image width in pixels, as ``height``.
         max_sequence_length: T5 tokens per prompt, as the pipeline's argument (default 512).
         guidance: ``"embedded"``, ``"none"`` or ``"cfg"``; default from the checkpoint (above).
         true_cfg_negative_prompt: the negative prompt of true classifier-free guidance (implies ``"cfg"``).
