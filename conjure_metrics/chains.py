@@ -26,6 +26,7 @@ This module is pure torch: diffusers schedulers are converted to chains in
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from numbers import Integral
 from typing import Literal, Sequence
 
 import torch
@@ -298,6 +299,17 @@ def cosine_betas(num_train_timesteps: int = 1000, max_beta: float = 0.999) -> Te
 
 
 def leading_timesteps(num_steps: int, num_train_timesteps: int = 1000, steps_offset: int = 0) -> Tensor:
-    """Evenly strided timesteps from high to low noise, as diffusers' ``timestep_spacing="leading"``."""
+    """Evenly strided timesteps from high to low noise, as diffusers' ``timestep_spacing="leading"``.
+
+    ``num_steps`` must be between 1 and ``num_train_timesteps``: beyond it the stride is 0 and every step
+    would sit at timestep ``steps_offset``.
+
+    Examples:
+        >>> leading_timesteps(4, 1000).tolist()
+        [750, 500, 250, 0]
+    """
+    if isinstance(num_steps, bool) or not isinstance(num_steps, Integral) or not 1 <= num_steps <= num_train_timesteps:
+        raise ValueError(f"num_steps must be an int from 1 to the model's {num_train_timesteps} training timesteps, "
+                         f"got {num_steps!r}")
     stride = num_train_timesteps // num_steps
     return torch.arange(num_steps - 1, -1, -1, dtype=torch.long) * stride + steps_offset

@@ -22,7 +22,7 @@ from conjure_metrics.denoisers.protocol import Denoiser, decode_to_pixels
 from conjure_metrics.estimator import StepState, jeffreys_terms
 from conjure_metrics.functional import check_chain_settings, divergence_to_similarity
 from conjure_metrics.settings import ConjureSettings, comparison_mode
-from conjure_metrics.validation import check_prompts
+from conjure_metrics.validation import check_progress_bar, check_prompts
 from conjure_metrics.weighting import WEIGHTINGS, Weighting
 
 
@@ -136,6 +136,7 @@ def explain(
         (torch.Size([2, 2, 4, 3, 4, 4]), torch.Size([2, 4]))
     """
     check_prompts([prompt_a], [prompt_b])
+    check_progress_bar(progress_bar)
     settings = ConjureSettings(num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale,
                                weighting=weighting, min_noise=min_noise, seed=seed, max_batch_size=max_batch_size,
                                min_timestep=min_timestep, sampler=sampler)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import torch
 from torch import Tensor
 
 from conjure_metrics.adaptive import adaptive_jeffreys_terms
@@ -12,7 +13,7 @@ from conjure_metrics.denoisers.loading import ModelLike, load_pair
 from conjure_metrics.denoisers.protocol import Denoiser
 from conjure_metrics.estimator import JeffreysTerms, jeffreys_terms
 from conjure_metrics.settings import ConjureSettings, comparison_mode
-from conjure_metrics.validation import check_prompts
+from conjure_metrics.validation import check_progress_bar, check_prompts
 from conjure_metrics.weighting import Weighting, counted_steps
 
 
@@ -114,6 +115,7 @@ def conjure_similarity(
         True
     """
     prompts_a, prompts_b = check_prompts(prompts_a, prompts_b)
+    check_progress_bar(progress_bar)
     settings = ConjureSettings(
         num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale, weighting=weighting,
         min_noise=min_noise, seed=seed, max_batch_size=max_batch_size, min_timestep=min_timestep,
@@ -125,8 +127,12 @@ def conjure_similarity(
 def check_chain_settings(denoiser: Denoiser, settings: ConjureSettings) -> None:
     """Settings that only the model's reverse chain can rule out (on resolved settings): a noise floor
     or ``min_timestep`` that leaves out every step (the divergence would be 0 for any pair),
-    ``girsanov`` on a deterministic sampler."""
+    ``girsanov`` on a deterministic sampler, a ``num_steps`` beyond what the schedule resolves (the chain
+    repeats a timestep, so steps collapse and the divergence is off by their count)."""
     chain = denoiser.reverse_chain(int(settings.num_steps))
+    if len(torch.unique(chain.timesteps)) < chain.num_steps:
+        raise ValueError(f"num_steps={int(settings.num_steps)} is more steps than this model's schedule resolves: its "
+                         f"chain repeats timesteps ({len(torch.unique(chain.timesteps))} distinct of {chain.num_steps})")
     counted = counted_steps(chain, settings.min_noise or 0.0, settings.min_timestep)
     if not counted.any():
         raise ValueError(

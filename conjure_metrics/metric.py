@@ -8,7 +8,7 @@ from conjure_metrics.accumulators import PairSimilarityMetric, SharedModels
 from conjure_metrics.denoisers.loading import ModelLike, load_pair
 from conjure_metrics.functional import check_chain_settings, score_pairs
 from conjure_metrics.settings import ConjureSettings, comparison_mode
-from conjure_metrics.validation import check_prompts
+from conjure_metrics.validation import check_progress_bar, check_prompts
 from conjure_metrics.weighting import Weighting
 
 if TYPE_CHECKING:
@@ -96,6 +96,7 @@ class ConjureSimilarity(PairSimilarityMetric):
             num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale, weighting=weighting,
             min_noise=min_noise, seed=seed, max_batch_size=max_batch_size, min_timestep=min_timestep,
             target_stderr=target_stderr, max_samples=max_samples, sampler=sampler)
+        check_progress_bar(progress_bar)
         self.progress_bar = progress_bar
         load_kwargs = load_kwargs or {}
         # A tuple, not attributes: nn.Module would register module-typed denoisers, and their weights

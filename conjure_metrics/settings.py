@@ -22,6 +22,13 @@ from conjure_metrics.weighting import WEIGHTINGS, Weighting
 
 Mode = Literal["prompts", "models"]
 
+# Ten times any training schedule in use (1000 steps): a larger num_steps is a typo, and would otherwise
+# overflow the timestep arithmetic (2**63) or build chains for hours (10**6) before any error.
+MAX_NUM_STEPS = 10_000
+# Samples per pair: the paper uses 1-5; a million is days of model calls per pair, so anything above is a
+# typo (10**30 would otherwise loop over seeds with no model call to fail on).
+MAX_NUM_SAMPLES = 1_000_000
+
 
 @dataclass(frozen=True)
 class ModeDefaults:
@@ -48,9 +55,14 @@ class ConjureSettings:
     """Every setting of the estimator, validated on construction.
 
     Attributes:
-        num_steps: reverse steps per trajectory (paper: about 10).
-        num_samples: Monte-Carlo samples per pair (paper: 1-5); the pilot with ``target_stderr``.
-        guidance_scale: classifier-free guidance ``w`` (``1`` disables guidance; paper: 7.5).
+        num_steps: reverse steps per trajectory (paper: about 10), at most :data:`MAX_NUM_STEPS` and at most
+            the model's training schedule (checked against the model's chain).
+        num_samples: Monte-Carlo samples per pair (paper: 1-5; at most :data:`MAX_NUM_SAMPLES`); the pilot with
+            ``target_stderr``.
+        guidance_scale: classifier-free guidance ``w`` (``1`` disables guidance; paper: 7.5). Unlike
+            diffusers, where any ``w <= 1`` means "no guidance", ``0`` here is the *unconditional* model: two
+            prompts under one model then give identical processes and similarity 1.0 for every pair (still
+            meaningful for two models: it compares their unconditional processes).
         weighting: ``"simple"``, ``"girsanov"`` or ``"min_snr"`` (:mod:`conjure_metrics.weighting`);
             ``None`` takes the mode's default.
         min_noise: noise floor in ``[0, 1)``: a step counts when the noise level σ = √(1 − ᾱ) it lands on
@@ -90,6 +102,12 @@ class ConjureSettings:
     def __post_init__(self) -> None:
         for name in ("num_steps", "num_samples", "max_batch_size"):
             _check_int(name, getattr(self, name), least=1)
+        if self.num_steps > MAX_NUM_STEPS:
+            raise ValueError(f"num_steps must be at most {MAX_NUM_STEPS}, got {self.num_steps}")
+        for name in ("num_samples", "max_samples"):
+            value = getattr(self, name)
+            if value is not None and isinstance(value, int) and value > MAX_NUM_SAMPLES:
+                raise ValueError(f"{name} must be at most {MAX_NUM_SAMPLES}, got {value}")
         _check_int("seed", self.seed)
         for name in ("guidance_scale", "min_timestep"):
             _check_number(name, getattr(self, name))

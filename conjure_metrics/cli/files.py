@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conjure_metrics.sts.formats import split_lines
+from conjure_metrics.sts.formats import check_regular_file, split_lines
 
 
 def read_text_lines(path: str) -> list[str]:
     """Lines of a UTF-8 text file (a byte-order mark, as editors on Windows write, is dropped)."""
+    check_regular_file(path)
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:

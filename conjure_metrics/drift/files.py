@@ -41,6 +41,13 @@ def _umask() -> int:
 
 
 def check_output_directory(option: str, path: str | os.PathLike | None) -> None:
-    """Refuse an output path whose directory does not exist, before minutes of computation."""
-    if path and not Path(path).resolve().parent.is_dir():
+    """Refuse, before minutes of computation, an output path that is empty, names a directory, or lies
+    in a directory that does not exist."""
+    if path is None:
+        return
+    if not os.fspath(path).strip():
+        raise ValueError(f"{option} needs a file name, got an empty string")
+    if Path(path).is_dir() or os.fspath(path).endswith(("/", os.sep)):
+        raise IsADirectoryError(f"{option} {os.fspath(path)}: is a directory; give a file name")
+    if not Path(path).resolve().parent.is_dir():
         raise FileNotFoundError(f"{option} {os.fspath(path)}: directory {Path(path).resolve().parent} does not exist")

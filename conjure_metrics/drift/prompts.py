@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from conjure_metrics.sts.formats import split_lines
+from conjure_metrics.sts.formats import check_regular_file, split_lines
 
 TARGET, PRESERVE = "target", "preserve"
 _LABEL = re.compile(r"([A-Za-z][A-Za-z0-9_-]*):(?:[ \t]+(.*))?")
@@ -64,6 +64,7 @@ def read_prompts(path: str | Path, expected_groups: Sequence[str] | None = None)
         'a sign that says: open'
     """
     path = Path(path)
+    check_regular_file(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:

@@ -15,11 +15,13 @@ import argparse
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
 from conjure_metrics.cli.options import add_settings_arguments, settings_from_args
 from conjure_metrics.cli.running import run_command
+from conjure_metrics.drift.progress import library_bars_off
 from conjure_metrics.sts.formats import FORMATS, load_datasets
 from conjure_metrics.sts.run import run_benchmark
 
@@ -67,10 +69,12 @@ def _run(args: argparse.Namespace) -> None:
         import torch
 
         load_kwargs["torch_dtype"] = getattr(torch, args.dtype)
-    report = run_benchmark(
-        datasets, args.model, **settings_from_args(args).record(exclude=("target_stderr", "max_samples")),
-        max_pairs=args.max_pairs, chunk_size=args.chunk_size, results_path=args.results,
-        bootstrap_resamples=args.bootstrap, progress_bar=False if args.quiet else None, **load_kwargs)
+    # --quiet silences the libraries' loading bars too, not only ours.
+    with library_bars_off() if args.quiet else nullcontext():
+        report = run_benchmark(
+            datasets, args.model, **settings_from_args(args).record(exclude=("target_stderr", "max_samples")),
+            max_pairs=args.max_pairs, chunk_size=args.chunk_size, results_path=args.results,
+            bootstrap_resamples=args.bootstrap, progress_bar=False if args.quiet else None, **load_kwargs)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     print(report.table())

@@ -43,6 +43,7 @@ import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -132,6 +133,20 @@ def _lines(path: Path) -> list[str]:
         except UnicodeDecodeError:
             continue
     return split_lines(text)
+
+
+def check_regular_file(path: str | os.PathLike, option: str | None = None) -> None:
+    """Refuse anything but an existing regular file: reading a FIFO or a terminal device would block
+    forever, a directory or ``/dev/null`` would read as nothing."""
+    where = f"{option} {os.fspath(path)}" if option else os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{where}: no such file or directory") from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{where}: is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{where}: not a regular file (a pipe, device or socket); give a text file")
 
 
 def split_lines(text: str) -> list[str]:
@@ -365,8 +380,7 @@ def detect_format(path: str | os.PathLike) -> str:
         if {_LEE_DOCUMENTS, _LEE_MATRIX} <= names:
             return "lee"
         raise ValueError(f"{path}: a directory must hold SentEval STS.input.*.txt files or {_LEE_DOCUMENTS} + {_LEE_MATRIX}")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file or directory")
+    check_regular_file(path)
     name = path.name
     if _SENTEVAL_INPUT.match(name) or _SENTEVAL_GOLD.match(name):
         return "senteval"
@@ -418,4 +432,6 @@ def load_datasets(path: str | os.PathLike, format: str = "auto") -> list[Similar
         raise FileNotFoundError(f"{path}: no such file or directory")
     if path.is_dir() and format not in ("senteval", "lee"):
         raise ValueError(f"{path}: is a directory; format {format!r} reads a file")
+    if not path.is_dir():
+        check_regular_file(path)
     return _READERS[format](path)

@@ -3,7 +3,8 @@
 One line per scored pair, written as soon as its chunk is computed. A record counts for a later run
 only if its ``settings`` hash (model and estimator settings) and its ``pair`` fingerprint (the two
 texts) match, so one file can hold runs with several settings, and an edited data file is rescored
-rather than silently reused. A line cut short by a killed process is skipped (and the next append
+rather than silently reused. A line cut short by a killed process, or one without finite scores (``"similarity": null``),
+is skipped with a warning naming the file and line, and its pair scored again (the next append
 starts on a fresh line).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -30,6 +32,16 @@ def record_key(dataset: str, index: int, settings: str) -> str:
     return f"{dataset}:{index}:{settings}"
 
 
+# Every record, from conjure sts or conjure drift, carries these as finite numbers; a record without them
+# (cut short, edited by hand, "similarity": null) is not a scored pair, whatever its key says.
+_SCORES = ("similarity", "divergence")
+
+
+def _holds_scores(record: dict[str, Any]) -> bool:
+    return all(isinstance(record.get(name), (int, float)) and not isinstance(record.get(name), bool)
+               and math.isfinite(record[name]) for name in _SCORES)
+
+
 class ResultsFile:
     """Per-pair results of benchmark runs, one JSON object per line."""
 
@@ -40,22 +52,32 @@ class ResultsFile:
         """Records written under ``settings``, by :func:`record_key` (later lines win)."""
         if not self.path.exists():
             return {}
+        if not self.path.is_file():
+            raise ValueError(f"{self.path}: not a results file (a directory, pipe or device)")
+        try:
+            text = self.path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as error:
+            # Appending to a binary file would corrupt it: it is not ours to touch.
+            raise ValueError(f"{self.path}: not a results file (not UTF-8 text: {error.reason} at byte "
+                             f"{error.start})") from None
         records, unreadable = {}, []
-        with open(self.path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    key = record["key"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    unreadable.append(number)
-                    continue
-                if record.get("settings") == settings:
-                    records[key] = record
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                key = record["key"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                unreadable.append(number)
+                continue
+            if not isinstance(key, str) or not _holds_scores(record):
+                unreadable.append(number)
+                continue
+            if record.get("settings") == settings:
+                records[key] = record
         if unreadable:
-            warnings.warn(f"{self.path}: skipped {len(unreadable)} unreadable line(s) (first: line {unreadable[0]}); "
-                          "those pairs are scored again", stacklevel=2)
+            warnings.warn(f"{self.path}: skipped {len(unreadable)} unreadable line(s) (first: {self.path}:"
+                          f"{unreadable[0]}); those pairs are scored again", stacklevel=2)
         return records
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:

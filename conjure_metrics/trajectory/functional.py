@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from conjure_metrics.functional import divergence_to_similarity
-from conjure_metrics.validation import check_prompts
+from conjure_metrics.validation import check_progress_bar, check_prompts
 
 from .estimator import Distance, TrajectoryTerms, trajectory_terms
 from .loading import LanguageModelLike, TokenizerLike, load_language_model
@@ -85,6 +85,7 @@ def trajectory_similarity(
     """
     prompts_a, prompts_b = check_prompts(prompts_a, prompts_b)
     check_trajectory_settings(num_continuations, max_new_tokens, distance, seed, max_batch_size)
+    check_progress_bar(progress_bar)
     model, tokenizer = load_language_model(model, tokenizer, **load_kwargs)
     return score_pairs(prompts_a, prompts_b, model, tokenizer, num_continuations=num_continuations,
                        max_new_tokens=max_new_tokens, distance=distance, seed=seed, max_batch_size=max_batch_size,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from conjure_metrics.accumulators import PairSimilarityMetric, SharedModels
-from conjure_metrics.validation import check_prompts
+from conjure_metrics.validation import check_progress_bar, check_prompts
 
 from .estimator import Distance
 from .functional import score_pairs
@@ -63,6 +63,7 @@ class TrajectorySimilarity(PairSimilarityMetric):
         check_trajectory_settings(num_continuations, max_new_tokens, distance, seed, max_batch_size)
         self.settings = dict(num_continuations=num_continuations, max_new_tokens=max_new_tokens, distance=distance,
                              seed=seed, max_batch_size=max_batch_size)
+        check_progress_bar(progress_bar)
         self.progress_bar = progress_bar
         language_model, self.tokenizer = load_language_model(model, tokenizer, **(load_kwargs or {}))
         # A tuple, not an attribute: nn.Module would register the LM, and its weights would land in
