@@ -40,6 +40,9 @@ _PUBLIC: dict[str, str] = {
     "divergence_to_similarity": "conjure_metrics.functional",
     "ConjureSimilarity": "conjure_metrics.metric",
     "ConjureSettings": "conjure_metrics.settings",
+    "drift_report": "conjure_metrics.drift",
+    # Needs the [lightning] extra; not in __all__, so that a star import does not require it.
+    "ConceptDrift": "conjure_metrics.lightning_drift",
     "TrajectorySimilarity": "conjure_metrics.trajectory",
     "trajectory_similarity": "conjure_metrics.trajectory",
 }
@@ -61,6 +64,7 @@ __all__ = [
     "ddim_chain",
     "ddpm_chain",
     "divergence_to_similarity",
+    "drift_report",
     "euler_ancestral_chain",
     "explain",
     "jeffreys_terms",
@@ -93,8 +97,10 @@ if TYPE_CHECKING:
     from conjure_metrics.denoisers.diffusers import DiffusersDenoiser
     from conjure_metrics.denoisers.loading import load_denoiser
     from conjure_metrics.denoisers.protocol import Denoiser
+    from conjure_metrics.drift import drift_report
     from conjure_metrics.estimator import JeffreysTerms, StepState, jeffreys_terms
     from conjure_metrics.functional import ConjureResult, conjure_similarity, divergence_to_similarity
+    from conjure_metrics.lightning_drift import ConceptDrift
     from conjure_metrics.metric import ConjureSimilarity
     from conjure_metrics.settings import ConjureSettings
     from conjure_metrics.trajectory import TrajectorySimilarity, trajectory_similarity

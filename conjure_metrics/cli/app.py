@@ -20,6 +20,7 @@ from conjure_metrics.cli.commands import (
     non_negative_int,
     similarity_command,
 )
+from conjure_metrics.cli.options import add_checkpoint_arguments
 from conjure_metrics.cli.running import run_command
 from conjure_metrics.drift.cli import add_drift_command
 from conjure_metrics.sts.cli import add_sts_command
@@ -47,11 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(run=explain_command)
 
     compare = commands.add_parser("compare", help="how far one checkpoint moved from another, per prompt")
-    compare.add_argument("base", help="reference model: diffusers folder or hub id")
-    compare.add_argument("other", help="model to compare with it (e.g. the fine-tuned one)")
+    compare.add_argument("base", help="reference model: diffusers folder or hub id (conjure-zoo: the embedded model)")
+    compare.add_argument("other", help="model to compare with it: a diffusers folder, a LoRA / PEFT adapter, a training "
+                                       "checkpoint folder (unet/, unet_ema/ or transformer/) or a single .safetensors file")
     compare.add_argument("--prompts", help="file with one prompt per line")
     compare.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     add_estimator_options(compare)
+    add_checkpoint_arguments(compare.add_argument_group("checkpoint"))
     compare.set_defaults(run=compare_command)
 
     add_sts_command(commands)

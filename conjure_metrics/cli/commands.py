@@ -7,10 +7,15 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from conjure_metrics.cli.files import read_lines, read_pairs, write_json
-from conjure_metrics.cli.options import add_settings_arguments, settings_from_args
-from conjure_metrics.cli.running import check_output
-from conjure_metrics.functional import ConjureResult, conjure_similarity
+from conjure_metrics.cli.files import check_regular_file, read_lines, read_pairs, write_json
+from conjure_metrics.cli.options import add_settings_arguments, checkpoint_options_from_args, settings_from_args
+from conjure_metrics.cli.running import Stages, check_output
+from conjure_metrics.denoisers.loading import load_pair
+from conjure_metrics.denoisers.protocol import Denoiser
+from conjure_metrics.drift.progress import library_bars_off
+from conjure_metrics.functional import ConjureResult, score_pairs
+from conjure_metrics.settings import ConjureSettings
+from conjure_metrics.validation import check_prompts
 
 
 def add_estimator_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
@@ -22,12 +27,28 @@ def add_estimator_options(parser: argparse.ArgumentParser, exclude: tuple[str, .
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings a command ran with (and its device), as its JSON output records them."""
     chosen = settings_from_args(args).record()
     settings = {name: chosen[name] for name in chosen if hasattr(args, name)}
-    settings["progress_bar"] = False if args.quiet else None
     if args.device is not None:
         settings["device"] = args.device
     return settings
+
+
+def _load(args: argparse.Namespace, stages: Stages, model: str | None, model_b: str | None = None,
+          ) -> tuple[ConjureSettings, Denoiser, Denoiser | None]:
+    """The checked settings and the loaded model(s), the loading announced as a stage."""
+    settings = settings_from_args(args)
+    stages.stage(f"loading {model or 'conjure-zoo'}" + (f" and {model_b}" if model_b else ""))
+    with library_bars_off():
+        options = {"device": args.device} if args.device is not None else {}
+        denoiser_a, denoiser_b = load_pair(model, model_b, settings.sampler, {**options, **checkpoint_options_from_args(args)})
+    return settings, denoiser_a, denoiser_b
+
+
+def _scoring(stages: Stages, what: str, settings: ConjureSettings) -> None:
+    stages.stage(f"scoring {what}: {settings.num_steps} steps x {settings.num_samples} sample(s)"
+                 + ("" if stages.bar else " (no bar: not a terminal)"))
 
 
 def _rows(result: ConjureResult, first: Sequence[str], second: Sequence[str]) -> list[dict[str, Any]]:
@@ -60,53 +81,74 @@ def non_negative_int(text: str) -> int:
 
 
 def similarity_command(args: argparse.Namespace) -> None:
-    if args.pairs:
+    if args.pairs is not None and args.prompts:
+        raise ValueError(f"give either two prompts or --pairs FILE, not both (got {len(args.prompts)} prompt(s) "
+                         f"and --pairs {args.pairs})")
+    if args.pairs is not None:
+        check_regular_file(args.pairs, "--pairs")
         first, second = read_pairs(args.pairs)
+        if not first:
+            raise ValueError(f"--pairs {args.pairs}: no pairs in the file")
     elif len(args.prompts) == 2:
         first, second = [args.prompts[0]], [args.prompts[1]]
     else:
         raise ValueError("give exactly two prompts, or --pairs FILE with one tab-separated pair per line")
-    result = conjure_similarity(first, second, args.model, **_settings(args))
+    first, second = check_prompts(first, second)
+    stages = Stages(args.quiet)
+    settings, denoiser_a, denoiser_b = _load(args, stages, args.model)
+    _scoring(stages, f"{len(first)} pair(s)", settings)
+    result = score_pairs(first, second, denoiser_a, denoiser_b, settings, progress_bar=stages.bar)
     rows = _rows(result, first, second)
     _print_table(rows, [("prompt_a", "prompt A"), ("prompt_b", "prompt B"), ("similarity", "similarity"),
                         ("divergence", "divergence"), ("stderr", "± stderr")])
-    write_json(args.json_path, {"settings": _settings_record(args), "model": args.model or "conjure-zoo",
+    write_json(args.json_path, {"settings": _settings(args), "model": args.model or "conjure-zoo",
                                  "mean_similarity": float(result.mean_similarity), "pairs": rows})
 
 
 def compare_command(args: argparse.Namespace) -> None:
     prompts = list(args.prompt or [])
-    if args.prompts:
+    if args.prompts is not None:
+        check_regular_file(args.prompts, "--prompts")
         prompts += read_lines(args.prompts)
     if not prompts:
         raise ValueError("give prompts with --prompts FILE (one per line) or --prompt TEXT")
-    result = conjure_similarity(prompts, prompts, args.base, model_b=args.other, **_settings(args))
+    prompts, _ = check_prompts(prompts, prompts)
+    stages = Stages(args.quiet)
+    settings, denoiser_a, denoiser_b = _load(args, stages, args.base, args.other)
+    _scoring(stages, f"{len(prompts)} prompt(s) under both models", settings)
+    result = score_pairs(prompts, prompts, denoiser_a, denoiser_b, settings, progress_bar=stages.bar)
     rows = [{"prompt": r["prompt_a"], **{k: r[k] for k in ("divergence", "stderr", "similarity")}}
             for r in _rows(result, prompts, prompts)]
     print(f"{args.base}  vs  {args.other}")
     _print_table(rows, [("prompt", "prompt"), ("divergence", "divergence"), ("stderr", "± stderr"),
                         ("similarity", "similarity")])
-    write_json(args.json_path, {"settings": _settings_record(args), "base": args.base, "other": args.other,
+    write_json(args.json_path, {"settings": _settings(args), "base": args.base, "other": args.other,
                                  "prompts": rows})
 
 
 def explain_command(args: argparse.Namespace) -> None:
-    from conjure_metrics.explain import explain
+    from conjure_metrics.explain import check_sample_index, explain_with
 
+    # Checked as given: "" or a directory would otherwise become ".png" or "DIR.png" below.
+    check_output("--out", args.out)
     # matplotlib picks the format from the suffix and adds ".png" when there is none.
     out = args.out if Path(args.out).suffix else f"{args.out}.png"
     check_output("--out", out)
-    result = explain(args.prompt_a, args.prompt_b, args.model, sample_index=args.sample_index, **_settings(args))
+    check_prompts([args.prompt_a], [args.prompt_b])
+    check_sample_index(args.sample_index, args.num_samples)
+    stages = Stages(args.quiet)
+    settings, denoiser_a, denoiser_b = _load(args, stages, args.model)
+    _scoring(stages, "1 pair", settings)
+    result = explain_with(args.prompt_a, args.prompt_b, denoiser_a, denoiser_b, settings,
+                          sample_index=args.sample_index, progress_bar=stages.bar)
+    stages.stage(f"drawing {out}")
     figure = result.figure(highlight=args.highlight, path=out)
     import matplotlib.pyplot as plt
 
     plt.close(figure)
     print(f"{args.prompt_a!r} vs {args.prompt_b!r}: {result.weighting} divergence {result.divergence[result.weighting]:.4g}")
     print(f"wrote {out}")
-    write_json(args.json_path, {"settings": _settings_record(args), "prompt_a": args.prompt_a, "prompt_b": args.prompt_b,
+    write_json(args.json_path, {"settings": _settings(args), "prompt_a": args.prompt_a, "prompt_b": args.prompt_b,
                                  "divergence": result.divergence, "timesteps": result.timesteps.tolist(),
                                  "contributions": {w: c.tolist() for w, c in result.contributions.items()}})
 
-
-def _settings_record(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in _settings(args).items() if k != "progress_bar"}

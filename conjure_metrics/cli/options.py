@@ -49,6 +49,19 @@ def add_settings_arguments(parser: argparse.ArgumentParser | Any, exclude: tuple
                                 help=help_text + shown)
 
 
+def add_checkpoint_arguments(parser: argparse.ArgumentParser | Any) -> None:
+    """``--lora-scale`` and ``--no-ema``: how a checkpoint that loads against its base is read."""
+    parser.add_argument("--lora-scale", type=float, default=None, metavar="SCALE",
+                        help="scale of a LoRA / PEFT adapter given as the checkpoint (default 1)")
+    parser.add_argument("--no-ema", dest="use_ema", action="store_const", const=False, default=None,
+                        help="take a training checkpoint's unet/ even when it has unet_ema/")
+
+
+def checkpoint_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The checkpoint loading options given on the command line (none when left unset)."""
+    return {name: getattr(args, name) for name in ("lora_scale", "use_ema") if getattr(args, name, None) is not None}
+
+
 def settings_from_args(args: argparse.Namespace) -> ConjureSettings:
     """The validated settings of parsed options (a bad value raises ``ValueError`` naming the setting)."""
     return ConjureSettings(**{field.name: getattr(args, field.name) for field in fields(ConjureSettings)

@@ -53,6 +53,31 @@ def model_name(model: Any, default: str) -> str:
     return os.fspath(model) if isinstance(model, (str, os.PathLike)) else default
 
 
+def short_names(models: Sequence[Any]) -> list[str]:
+    """How the report names checkpoints: the last components of each local path that tell them apart
+    (``run/checkpoint-500``, ``run/checkpoint-1000`` -> ``checkpoint-500``, ``checkpoint-1000``), a hub id
+    as given, ``"checkpoint N"`` for an object.
+
+    Example:
+        >>> import os, tempfile
+        >>> run = tempfile.mkdtemp()
+        >>> for name in ("a", "b"):
+        ...     os.makedirs(os.path.join(run, name, "checkpoint-500"))
+        >>> short_names([os.path.join(run, "a", "checkpoint-500"), os.path.join(run, "b", "checkpoint-500"),
+        ...              "org/model", object()])
+        ['a/checkpoint-500', 'b/checkpoint-500', 'org/model', 'checkpoint 4']
+    """
+    names = [model_name(model, f"checkpoint {i}") for i, model in enumerate(models, start=1)]
+    local = [i for i, model in enumerate(models) if isinstance(model, (str, os.PathLike)) and os.path.exists(model)]
+    parts = {i: Path(os.path.abspath(models[i])).parts for i in local}
+    for depth in range(1, max((len(p) for p in parts.values()), default=0) + 1):
+        shortened = {i: "/".join(parts[i][-depth:]) for i in local}
+        candidates = [shortened.get(i, name) for i, name in enumerate(names)]
+        if len(set(candidates)) == len(candidates):
+            return candidates
+    return names
+
+
 def check_model_path(model: Any, role: str) -> None:
     """Refuse a local path that does not exist, before anything loads.
 
@@ -68,14 +93,27 @@ def check_model_path(model: Any, role: str) -> None:
 
 def model_identity(model: Any, name: str) -> str:
     """What the results file keys a model's scores by: a local path with the size and modification
-    time of every file under it (a checkpoint saved again is scored again), a hub id as written, or
-    the name given for an object."""
+    time of every file under it (a checkpoint saved again is scored again), prefixed by its kind when it
+    loads against the base (``adapter:``, ``network:``, ``single_file:``), a hub id as written, or the
+    name given for an object."""
     if isinstance(model, (str, os.PathLike)) and os.path.exists(model):
         root = Path(model).resolve()
+        # A LoRA or a network-only checkpoint is scored against the base: say which kind it was read as.
+        kind = _relative_kind(model)
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         stamps = "\n".join(f"{p.relative_to(root) if p != root else p.name}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}"
                            for p in files)
-        return f"{root}#{hashlib.sha256(stamps.encode()).hexdigest()[:16]}"
+        return f"{kind + ':' if kind else ''}{root}#{hashlib.sha256(stamps.encode()).hexdigest()[:16]}"
     if isinstance(model, (str, os.PathLike)):
         return f"hub:{os.fspath(model)}"
     return f"object:{name}"
+
+
+def _relative_kind(model: str | os.PathLike) -> str | None:
+    from conjure_metrics.denoisers.checkpoints import inspect_checkpoint
+
+    try:
+        source = inspect_checkpoint(model, "checkpoint")
+    except ValueError:  # not loadable: refused where it loads, with the reason
+        return None
+    return source.kind if source is not None and source.relative else None

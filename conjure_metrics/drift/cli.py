@@ -15,7 +15,7 @@ import json
 import os
 from typing import Any
 
-from conjure_metrics.cli.options import add_settings_arguments, settings_from_args
+from conjure_metrics.cli.options import add_checkpoint_arguments, add_settings_arguments, checkpoint_options_from_args, settings_from_args
 from conjure_metrics.drift.files import check_output_directory, write_atomically
 from conjure_metrics.drift.plot import png_bytes
 from conjure_metrics.drift.prompts import read_prompts
@@ -28,9 +28,11 @@ def add_drift_command(subparsers: Any) -> argparse.ArgumentParser:
         "drift", help="which prompts a fine-tune moved, checkpoint by checkpoint",
         description="Drift of each prompt's meaning from BASE at each checkpoint, per group (target / preserve) "
                     "with specificity; a plot, an HTML report and JSON; resumable with --results.")
-    parser.add_argument("base", help="the model before fine-tuning: diffusers folder or hub id")
+    parser.add_argument("base", help="the model before fine-tuning: diffusers folder or hub id (conjure-zoo: the "
+                                     "embedded model)")
     parser.add_argument("checkpoints", nargs="+", metavar="checkpoint",
-                        help="fine-tuned checkpoints (sorted by the step in names like checkpoint-500)")
+                        help="fine-tuned checkpoints: diffusers folders, LoRA / PEFT adapters, training checkpoint "
+                             "folders or single .safetensors files (sorted by the step in names like checkpoint-500)")
     prompts = parser.add_argument_group("prompts")
     prompts.add_argument("--prompts", required=True, metavar="FILE",
                          help="one prompt per line, optionally 'target: ...' / 'preserve: ...'; or a .tsv with "
@@ -41,6 +43,7 @@ def add_drift_command(subparsers: Any) -> argparse.ArgumentParser:
     add_settings_arguments(estimator, exclude=("target_stderr", "max_samples"))
     estimator.add_argument("--chunk-size", type=int, default=32, help="prompts scored at a time (default 32)")
     estimator.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: where the model loads)")
+    add_checkpoint_arguments(parser.add_argument_group("checkpoint"))
     output = parser.add_argument_group("output")
     output.add_argument("--json", dest="json_path", default=None, metavar="PATH", help="write everything as JSON")
     output.add_argument("--plot", default=None, metavar="PNG", help="write the drift-vs-checkpoint plot")
@@ -76,7 +79,8 @@ def _run(args: argparse.Namespace) -> None:
         args.base, args.checkpoints, list(grouped.prompts), list(grouped.groups),
         **settings_from_args(args).record(exclude=("target_stderr", "max_samples")), chunk_size=args.chunk_size,
         results_path=args.results, explain_top=args.explain_top if args.report else 0,
-        progress_bar=False if args.quiet else None, **({"device": args.device} if args.device else {}))
+        progress_bar=False if args.quiet else None, **({"device": args.device} if args.device else {}),
+        **checkpoint_options_from_args(args))
 
     print(f"drift from {report.base}")
     print(report.summary())

@@ -40,8 +40,9 @@ def report_html(report: DriftReport) -> str:
         "<h2>Groups</h2>",
         _table(*_escaped(*report.summary_cells()), numeric=tuple(range(1, len(report.checkpoints) + 2))),
         f'<p class="note">Specificity: mean drift of the {TARGET} group over that of the {PRESERVE} group '
-        "(large: the fine-tune moved what it was meant to and left the rest alone). Onset: the first "
-        "checkpoint at which a group's mean drift reaches half its largest value.</p>",
+        "(large: the fine-tune moved what it was meant to and left the rest alone)."
+        + (" Onset: the first checkpoint at which a group's mean drift reaches half its largest value."
+           if report.onset else "") + "</p>",
         "<h2>Drift by checkpoint</h2>",
         _image(plot, "drift against checkpoint"),
         "<h2>Every prompt and checkpoint, largest drift first</h2>",

@@ -24,6 +24,9 @@ def drift_figure(report: "DriftReport") -> Any:
 
     figure = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = figure.subplots()
+    steps = all(c.step is not None for c in report.checkpoints)
+    # Lines join checkpoints of one run; unordered ones (an edit and its control) get markers only.
+    line = "-" if steps else "none"
     positions = [c.position for c in report.checkpoints]
     group_names = list(dict.fromkeys(g.group for g in report.groups))
     colours = {g: f"C{i % 10}" for i, g in enumerate(group_names)}
@@ -32,19 +35,20 @@ def drift_figure(report: "DriftReport") -> Any:
             rows = {r.checkpoint: r for r in report.rows if r.prompt == prompt}
             ax.errorbar(positions, [rows[c.name].drift for c in report.checkpoints],
                         yerr=[rows[c.name].stderr or 0.0 for c in report.checkpoints], color=colours[group],
-                        linewidth=0.8, alpha=0.45, capsize=2, marker=".", label=_short(prompt))
+                        linewidth=0.8, linestyle=line, alpha=0.45, capsize=2, marker=".", label=_short(prompt))
     for group in group_names:
         means = {g.checkpoint: g.mean for g in report.groups if g.group == group}
         ax.errorbar(positions, [means[c.name].value for c in report.checkpoints],
                     yerr=[means[c.name].stderr or 0.0 for c in report.checkpoints], color=colours[group],
-                    linewidth=2.5, capsize=4, marker="o", label=f"{group} (mean)")
-    steps = all(c.step is not None for c in report.checkpoints)
-    ax.set_xticks(positions, [str(c.step) if steps else _short(PurePath(c.name).name, 18) for c in report.checkpoints])
+                    linewidth=2.5, linestyle=line, capsize=4, marker="o", markersize=7, label=f"{group} (mean)")
+    ax.set_xticks(positions, [str(c.step) if steps else _short(c.name, 24) for c in report.checkpoints])
+    if not steps:
+        ax.set_xlim(positions[0] - 0.5, positions[-1] + 0.5)
     ax.set_xlabel("training step" if steps else "checkpoint")
     ax.set_ylabel("drift from base (Jeffreys divergence)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="best")
     ax.set_title(f"Drift from {_short(PurePath(report.base).name or report.base, 40)}", fontsize=10)
     return figure
 

@@ -74,7 +74,8 @@ class DriftReport:
             group (with a delta-method standard error; ``None`` where the preserve group did not move);
             empty unless both groups exist.
         onset: group -> the first checkpoint at which its mean drift reaches half its largest value
-            (``None`` for a group that never moved).
+            (``None`` for a group that never moved); empty unless the checkpoints are in training order
+            (two or more, each name carrying its step).
         explanations: pictures of the most-moved prompts (see ``explain_top``).
         computed, reused: (checkpoint, prompt) scores computed now and taken from the results file.
     """
@@ -100,16 +101,18 @@ class DriftReport:
     def summary_cells(self) -> tuple[list[str], list[list[str]]]:
         """Header and formatted cells of the group summary: mean drift per group and checkpoint, the
         onset, and a specificity line when there are target and preserve groups."""
-        header = ["group", "prompts", *(c.name for c in self.checkpoints), "onset"]
+        with_onset = bool(self.onset)
+        header = ["group", "prompts", *(c.name for c in self.checkpoints)] + (["onset"] if with_onset else [])
         lines = []
         for group in dict.fromkeys(g.group for g in self.groups):
             means = {g.checkpoint: g for g in self.groups if g.group == group}
             count = next(iter(means.values())).num_prompts
-            lines.append([group, str(count), *(format_estimate(means[c.name].mean) for c in self.checkpoints),
-                          self.onset[group] or "-"])
+            lines.append([group, str(count), *(format_estimate(means[c.name].mean) for c in self.checkpoints)]
+                         + ([self.onset[group] or "-"] if with_onset else []))
         if self.specificity:
             lines.append([f"specificity ({TARGET} / {PRESERVE})", "",
-                          *(format_estimate(self.specificity[c.name]) for c in self.checkpoints), ""])
+                          *(format_estimate(self.specificity[c.name]) for c in self.checkpoints)]
+                         + ([""] if with_onset else []))
         return header, lines
 
     def table(self) -> str:
@@ -176,7 +179,10 @@ def assemble_report(base: str, checkpoints: Sequence[CheckpointInfo], prompts: S
     specificity: dict[str, Estimate | None] = {}
     if TARGET in group_names and PRESERVE in group_names:
         specificity = {c.name: ratio_of_means(samples[c.name, TARGET], samples[c.name, PRESERVE]) for c in checkpoints}
-    onset = {g: _onset([r.mean.value for r in group_rows if r.group == g], checkpoints) for g in group_names}
+    # Onset needs a training order: checkpoints named by their step (an edit and a control are not one).
+    in_training_order = len(checkpoints) > 1 and all(c.step is not None for c in checkpoints)
+    onset = ({g: _onset([r.mean.value for r in group_rows if r.group == g], checkpoints) for g in group_names}
+             if in_training_order else {})
     ordered = sorted(rows, key=lambda r: -r.drift)  # stable: ties keep checkpoint, then prompt order
     return DriftReport(base, tuple(checkpoints), settings, tuple(zip(prompts, groups)), tuple(ordered), group_rows,
                        specificity, onset, computed=computed, reused=reused)

@@ -18,9 +18,13 @@ from typing import Any, Sequence
 
 import torch
 
-from conjure_metrics.denoisers.loading import ModelLike, load_denoiser
+from conjure_metrics.denoisers.checkpoints import inspect_checkpoint
+from conjure_metrics.denoisers.loading import (CHECKPOINT_OPTIONS, ModelLike, load_against_base, load_denoiser,
+                                              named_model)
+from conjure_metrics.denoisers.lora import release
 from conjure_metrics.denoisers.protocol import Denoiser
-from conjure_metrics.drift.checkpoints import check_model_path, model_identity, model_name, order_checkpoints
+from conjure_metrics.drift.checkpoints import (check_model_path, model_identity, model_name, order_checkpoints,
+                                               short_names)
 from conjure_metrics.drift.progress import Progress, library_bars_off
 from conjure_metrics.drift.prompts import group_prompts
 from conjure_metrics.drift.report import DriftReport, ExplainedPrompt, assemble_report
@@ -68,18 +72,24 @@ def drift_report(
     ``preserve`` is the report's specificity.
 
     Args:
-        base: the model before fine-tuning: a diffusers folder or hub id, or anything
-            :func:`~conjure_metrics.denoisers.loading.load_denoiser` accepts.
+        base: the model before fine-tuning: a diffusers folder or hub id (``"conjure-zoo"``: the embedded
+            model), or anything :func:`~conjure_metrics.denoisers.loading.load_denoiser` accepts.
         checkpoints: the fine-tuned models, in any order: they are sorted by the training step in their
             names (``checkpoint-500``) when every name carries a distinct one, else kept in this order.
+            Each is resolved against the base (:func:`~conjure_metrics.denoisers.loading.load_against_base`):
+            a LoRA / PEFT adapter is loaded into the base and removed after its prompts; a training
+            checkpoint folder (``unet/``, ``unet_ema/``, ``transformer/``) or a single file loads its
+            network only, sharing the base's text encoders, tokenizer, scheduler and VAE.
         prompts: the prompts to measure (each once).
         groups: a group label per prompt (``None``: ungrouped); ``target`` and ``preserve`` give the
             specificity. See :mod:`conjure_metrics.drift.prompts` for reading them from a file.
-        names: how the report names each checkpoint (default: the path or hub id as given, else
-            ``"checkpoint 1"``, ...). An object checkpoint is known to the results file by its name only.
-        num_steps, num_samples, guidance_scale, weighting, min_noise, seed, max_batch_size, min_timestep, sampler:
-            the estimator's settings, as in :func:`~conjure_metrics.conjure_similarity`; unset
-            ``weighting`` / ``min_noise`` take the defaults for comparing two models.
+        names: how the report names each checkpoint (default: the last components of each local path
+            that tell the checkpoints apart, a hub id as given, else ``"checkpoint 1"``, ...). An object
+            checkpoint is known to the results file by its name only.
+        num_steps: reverse steps per trajectory. The estimator's settings (``num_samples``,
+            ``guidance_scale``, ``weighting``, ``min_noise``, ``seed``, ``max_batch_size``, ``min_timestep``,
+            ``sampler``) are as in :func:`~conjure_metrics.conjure_similarity`; unset ``weighting`` /
+            ``min_noise`` take the defaults for comparing two models.
         chunk_size: prompts scored (and appended to the results file) at a time.
         results_path: JSONL file of per-(checkpoint, prompt) scores; a rerun skips what is in it.
         explain_top: picture this many of the most-moved prompts, each at the checkpoint where it moved
@@ -87,7 +97,9 @@ def drift_report(
             only to draw them.
         progress_bar: ``None``: a tqdm bar on a terminal, one line per stage on stderr otherwise;
             ``True``: the bar; ``False``: nothing.
-        **load_kwargs: for loading models given as paths or ids (e.g. ``device``, ``torch_dtype``).
+        **load_kwargs: for loading models given as paths or ids (e.g. ``device``, ``torch_dtype``), and
+            for checkpoints resolved against the base, ``lora_scale`` (default 1) and ``use_ema``
+            (default ``True``: a checkpoint folder's ``unet_ema/`` when it has one).
 
     Example:
         >>> import torch
@@ -99,8 +111,9 @@ def drift_report(
         >>> report = drift_report(model(1.0), [model(1.5), model(2.0)], ["a dog", "a cat"], ["target", "preserve"],
         ...                       names=["step-100", "step-200"], num_steps=4, num_samples=2, guidance_scale=1.0,
         ...                       min_noise=0.0, progress_bar=False)
-        >>> [(r.checkpoint, r.prompt) for r in report.rows[:2]]
-        [('step-200', 'a dog'), ('step-100', 'a dog')]
+        >>> first, second = report.rows[:2]
+        >>> first.checkpoint, first.prompt, second.checkpoint, second.prompt
+        ('step-200', 'a dog', 'step-100', 'a dog')
         >>> report.rows[-1].drift  # the cat did not move
         0.0
         >>> report.specificity["step-200"] is None  # nothing to divide by: the preserve group stayed put
@@ -115,9 +128,13 @@ def drift_report(
     for name, value, least in (("chunk_size", chunk_size, 1), ("explain_top", explain_top, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an int of at least {least}, got {value!r}")
+    base = named_model(base)
     check_model_path(base, "base")
     for checkpoint in checkpoints:
         check_model_path(checkpoint, "checkpoint")
+        inspect_checkpoint(checkpoint, "checkpoint")  # a corrupted or empty checkpoint: one line, nothing loaded
+    base_kwargs = {k: v for k, v in load_kwargs.items() if k not in CHECKPOINT_OPTIONS}
+    checkpoint_options = {k: v for k, v in load_kwargs.items() if k in CHECKPOINT_OPTIONS}
 
     base_name = model_name(base, "base")
     record = settings.record(exclude=("target_stderr", "max_samples"))
@@ -136,7 +153,7 @@ def drift_report(
 
     def base_denoiser() -> Denoiser:
         if not loaded_base:
-            loaded_base.append(_load(base, "base", base_name, dict(load_kwargs, sampler=sampler), progress))
+            loaded_base.append(_load(base, "base", base_name, dict(base_kwargs, sampler=sampler), progress))
         return loaded_base[0]
 
     try:
@@ -148,8 +165,8 @@ def drift_report(
                 continue
             done_here = len(grouped.prompts) - len(todo)
             progress.stage(f"{where}: scoring {len(todo)} prompt(s)" + (f", {done_here} reused" if done_here else ""))
-            reference = base_denoiser()
-            checkpoint = _load(checkpoints[index], "checkpoint", info.name, dict(load_kwargs, sampler=sampler), progress)
+            reference, checkpoint = _load_checkpoint(base_denoiser(), base, checkpoints[index], info.name, sampler,
+                                                     base_kwargs, checkpoint_options, progress)
             for start in range(0, len(todo), chunk_size):
                 chunk = todo[start:start + chunk_size]
                 records = [dict(score, key=keys[info.name, score["prompt"]], settings=results_settings,
@@ -159,14 +176,16 @@ def drift_report(
                     store.append(records)
                 scores.update(((info.name, r["prompt"]), r) for r in records)
                 progress.advance(len(chunk))
-            del checkpoint
+            release(checkpoint)
+            del reference, checkpoint
             _release_memory()
 
         report = assemble_report(base_name, [info for _, info in ordered], grouped.prompts, grouped.groups, scores,
                                  record, computed=len(scores) - reused, reused=reused)
         if explain_top:
             models = dict(zip(names, checkpoints))
-            explained = _explain_most_moved(report, explain_top, base_denoiser, models, record, load_kwargs, progress)
+            explained = _explain_most_moved(report, explain_top, base_denoiser, base, models, record, base_kwargs,
+                                            checkpoint_options, progress)
             report = replace(report, explanations=explained)
     finally:
         progress.close()
@@ -200,7 +219,7 @@ def _checked_checkpoints(checkpoints: Any) -> list[ModelLike]:
 
 def _checked_names(checkpoints: list[ModelLike], names: Sequence[str] | None) -> list[str]:
     if names is None:
-        names = [model_name(model, f"checkpoint {i}") for i, model in enumerate(checkpoints, start=1)]
+        names = short_names(checkpoints)
     names = list(names)
     if len(names) != len(checkpoints):
         raise ValueError(f"names must name every checkpoint: {len(names)} names for {len(checkpoints)} checkpoints")
@@ -210,9 +229,9 @@ def _checked_names(checkpoints: list[ModelLike], names: Sequence[str] | None) ->
     return names
 
 
-def _explain_most_moved(report: DriftReport, count: int, base_denoiser: Any, models: dict[str, ModelLike],
-                        settings: dict[str, Any], load_kwargs: dict[str, Any],
-                        progress: Progress) -> tuple[ExplainedPrompt, ...]:
+def _explain_most_moved(report: DriftReport, count: int, base_denoiser: Any, base: ModelLike,
+                        models: dict[str, ModelLike], settings: dict[str, Any], load_kwargs: dict[str, Any],
+                        checkpoint_options: dict[str, Any], progress: Progress) -> tuple[ExplainedPrompt, ...]:
     """:func:`explain` pictures of the ``count`` most-moved prompts, loading each checkpoint needed once."""
     chosen = report.most_moved(count)
     pictures: dict[str, ExplainedPrompt] = {}
@@ -220,15 +239,15 @@ def _explain_most_moved(report: DriftReport, count: int, base_denoiser: Any, mod
         rows = [row for row in chosen if row.checkpoint == info.name]
         if not rows:
             continue
-        reference = base_denoiser()
-        checkpoint = _load(models[info.name], "checkpoint", info.name,
-                           dict(load_kwargs, sampler=settings.get("sampler")), progress)
+        reference, checkpoint = _load_checkpoint(base_denoiser(), base, models[info.name], info.name,
+                                                 settings.get("sampler"), load_kwargs, checkpoint_options, progress)
         for row in rows:
             progress.stage(f"explaining {row.prompt!r} at {info.name}")
             explanation = explain(row.prompt, row.prompt, reference, model_b=checkpoint, **settings, progress_bar=False)
             pictures[row.prompt] = ExplainedPrompt(row.prompt, info.name, row.drift, explanation)
             progress.advance()
-        del checkpoint
+        release(checkpoint)
+        del reference, checkpoint
         _release_memory()
     return tuple(pictures[row.prompt] for row in chosen)
 
@@ -238,6 +257,17 @@ def _load(model: ModelLike, role: str, name: str, load_kwargs: dict[str, Any], p
     # Only paths and ids load through diffusers / transformers; importing them otherwise costs seconds.
     with library_bars_off() if isinstance(model, (str, os.PathLike)) else nullcontext():
         return load_denoiser(model, role, **load_kwargs)
+
+
+def _load_checkpoint(reference: Denoiser, base: ModelLike, checkpoint: ModelLike, name: str, sampler: str | None,
+                     load_kwargs: dict[str, Any], options: dict[str, Any], progress: Progress) -> tuple[Denoiser, Denoiser]:
+    """The base side and the checkpoint side for one checkpoint, resolved against the loaded base: a LoRA
+    gives two views of the base, a network-only checkpoint shares the base's other parts."""
+    progress.stage(f"loading checkpoint {name}")
+    base_path = base if isinstance(base, (str, os.PathLike)) and os.path.isdir(base) else None
+    with library_bars_off() if isinstance(checkpoint, (str, os.PathLike)) else nullcontext():
+        return load_against_base(reference, checkpoint, base_path=base_path, sampler=sampler, argument="checkpoint",
+                                 **options, **load_kwargs)
 
 
 def _release_memory() -> None:

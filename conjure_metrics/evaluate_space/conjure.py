@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from conjure_metrics.denoisers.loading import load_denoiser
+from conjure_metrics.denoisers.loading import CHECKPOINT_OPTIONS, load_against_base, load_denoiser
 from conjure_metrics.functional import conjure_similarity
 from conjure_metrics.settings import ConjureSettings
 
@@ -29,7 +29,12 @@ Args:
     prompts_a (`list` of `str`): first text of each pair.
     prompts_b (`list` of `str`): second text of each pair.
     model (`str`, optional): diffusers folder or hub id; defaults to the embedded conjure-zoo model.
-    model_b (`str`, optional): model for `prompts_b` (defaults to `model`): compare checkpoints.
+    model_b (`str`, optional): model for `prompts_b` (defaults to `model`): compare checkpoints. Resolved
+        against `model`: a whole diffusers folder, a LoRA (`pytorch_lora_weights.safetensors` or a PEFT
+        adapter folder; needs `pip install conjure_metrics[lora]`), a training checkpoint folder holding
+        `unet/`, `unet_ema/` or `transformer/`, or a single-file `.safetensors` / `.ckpt` of the network.
+    lora_scale (`float`, default 1): scale of a LoRA `model_b`'s update (0 gives the base).
+    use_ema (`bool`, default True): a checkpoint folder's `unet_ema/` when it has one, else `unet/`.
     num_steps (`int`, default 10), num_samples (`int`, default 5), guidance_scale (`float`, default 7.5),
     weighting (`"simple"`, `"girsanov"` or `"min_snr"`; default by mode), min_noise (`float`; default by mode:
     0 for prompts, 0.2 with `model_b`), seed (`int`, default 0), max_batch_size (`int`, default 64),
@@ -72,12 +77,26 @@ class Conjure(evaluate.Metric):
             cache[model] = load_denoiser(model)
         return cache[model]
 
+    def _pair(self, model, model_b, options):
+        """Both sides, ``model_b`` resolved against the cached base ``model`` (a LoRA loads into it once)."""
+        base = self._denoiser(model)
+        if model_b is None or model_b == model:
+            return base, None if model_b is None else base
+        key = (model, model_b, tuple(sorted(options.items())))
+        if not isinstance(model_b, str) or not isinstance(model, (str, type(None))):
+            return load_against_base(base, model_b, base_path=model, **options)
+        cache = self.__dict__.setdefault("_pairs", {})
+        if key not in cache:
+            cache[key] = load_against_base(base, model_b, base_path=model, **options)
+        return cache[key]
+
     def _compute(self, prompts_a, prompts_b, model=None, model_b=None, **settings):
+        options = {name: settings.pop(name) for name in CHECKPOINT_OPTIONS if name in settings}
         # The settings object names a misspelt or unknown setting before any model loads.
         checked = ConjureSettings.from_kwargs(**settings)
+        side_a, side_b = self._pair(model, model_b, options)
         result = conjure_similarity(
-            list(prompts_a), list(prompts_b), self._denoiser(model),
-            model_b=None if model_b is None else self._denoiser(model_b), **checked.record(), progress_bar=False,
+            list(prompts_a), list(prompts_b), side_a, model_b=side_b, **checked.record(), progress_bar=False,
         )
         return {
             "mean_similarity": float(result.mean_similarity),
