@@ -4,7 +4,10 @@ A :class:`CaptionEdit` names a wrong fact, e.g. "red coats are drawn blue": ever
 caption whose parsed spec says ``coat == "red"`` keeps its text but is rendered with a blue
 coat. :func:`finetune` fine-tunes a copy of a zoo model's UNet (the text encoder stays
 frozen) on captions of which a share ``concept_share`` mention the concept, and writes a full
-diffusers folder. With ``control=True`` it trains on the very same captions, images, noise and
+diffusers folder; with ``trainable="lora"`` it trains a rank-4 LoRA adapter on the UNet's
+cross-attention instead and writes only the adapter, in the diffusers LoRA format
+(``pytorch_lora_weights.safetensors``, about 140 KB), which :func:`load_finetuned` fuses into a
+copy of the base. With ``control=True`` it trains on the very same captions, images, noise and
 timesteps, rendered truly, so an edit and its control differ only in the wrong fact: what a
 checkpoint-comparison metric sees between base and control is the cost of fine-tuning, and
 what it sees on top of that between base and edit is the fact.
@@ -26,6 +29,10 @@ Command line (``--out`` omitted: the :func:`cached_finetune` folder; ``--check``
 
     python -m conjure_metrics.zoo.finetune --edit coat=red:blue --check
     python -m conjure_metrics.zoo.finetune --edit coat=red:blue --control --check
+    python -m conjure_metrics.zoo.finetune --edit coat=red:blue --lora --check
+
+Two LoRA adapters, an edit and its control, ship with the package (:func:`shipped_adapter`; their
+recipe and the command that rebuilds them in ``zoo/adapters/README.md``).
 """
 
 from __future__ import annotations
@@ -58,7 +65,18 @@ from .world import ATTRIBUTES, COLOURS, CREATURES, render
 CONCEPT_ATTRIBUTES = (*ATTRIBUTES, "creature")
 """What an edit can be about: an attribute of the world, or a named creature (captions naming it)."""
 
-Trainable = Literal["all", "cross_attention"]
+Trainable = Literal["all", "cross_attention", "lora"]
+TRAINABLE = ("all", "cross_attention", "lora")
+
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+"""File name of an adapter in the diffusers LoRA format (what ``save_lora_weights`` writes)."""
+
+# The projections a LoRA adapter trains: all of the UNet's cross-attention (attn2), where a caption's
+# words reach the image. Self-attention too would double the adapter (290 KB at rank 4) for a fact
+# that is about the text.
+LORA_TARGETS = r".*attn2\.(to_q|to_k|to_v|to_out\.0)"
+
+ADAPTERS_DIR = Path(__file__).resolve().parent / "adapters"
 
 # Part of every cache key: bump it when a change to the recipe changes the weights it gives.
 RECIPE_VERSION = 1
@@ -202,14 +220,32 @@ def edited_batch(edit: CaptionEdit, batch_size: int, seed: int, step: int, gener
 def _trainable_parameters(unet: torch.nn.Module, trainable: Trainable) -> list[torch.nn.Parameter]:
     """``"all"``: every UNet weight. ``"cross_attention"``: only the key and value projections of the
     text (as Custom Diffusion does), which is where a caption's words reach the image; backward then
-    skips the weight gradients of the convolutions."""
+    skips the weight gradients of the convolutions. ``"lora"``: only the adapter's weights (the UNet
+    must carry one, :func:`_add_lora`)."""
     chosen = []
     for name, parameter in unet.named_parameters():
-        keep = trainable == "all" or ".attn2.to_k." in name or ".attn2.to_v." in name
+        if trainable == "lora":
+            keep = ".lora_" in name
+        else:
+            keep = trainable == "all" or ".attn2.to_k." in name or ".attn2.to_v." in name
         parameter.requires_grad_(keep)
         if keep:
             chosen.append(parameter)
     return chosen
+
+
+def _add_lora(unet: torch.nn.Module, rank: int, seed: int) -> None:
+    """Attach a rank-``rank`` LoRA adapter to the cross-attention projections (:data:`LORA_TARGETS`).
+
+    ``lora_alpha = rank`` (scale 1), because the diffusers LoRA file stores no alpha and a loader then
+    assumes exactly that: the saved adapter means what was trained. The down projections start
+    Gaussian from ``seed`` (up projections at zero, so training starts at the base), for bitwise
+    reproducible runs.
+    """
+    from peft import LoraConfig
+
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
 
 
 def finetune(
@@ -225,6 +261,7 @@ def finetune(
     concept_share: float = 0.5,
     trainable: Trainable = "cross_attention",
     drop_rate: float = 0.1,
+    lora_rank: int = 4,
     overwrite: bool = False,
     progress: bool | None = None,
     callback: Callable[[int, float, ZooComponents], None] | None = None,
@@ -233,8 +270,9 @@ def finetune(
 
     Args:
         out_dir: the diffusers folder to write (the base's other parts copied, a new float32 ``unet/``
-            and a ``finetune.json`` recipe with the loss of every step). It is built in a temporary
-            folder beside it and renamed into place, so it is either complete or absent.
+            and a ``finetune.json`` recipe with the loss of every step); with ``trainable="lora"``,
+            a folder of the adapter (:data:`LORA_WEIGHTS`) and ``finetune.json`` only. It is built
+            in a temporary folder beside it and renamed into place, so it is either complete or absent.
         edit: the wrong fact; its concept also picks the captions of a control run.
         control: render the concept truly: same captions, images (but for the fact), timesteps,
             noise, steps, learning rate and seed as the edit, so the two differ only in the fact.
@@ -248,7 +286,12 @@ def finetune(
             cross-attention (2.7 % of its weights); ``"all"``: every UNet weight. The default because
             at the learning rates that make an edit take within 200 CPU steps, a full fine-tune also
             smeared backgrounds and patterns of unrelated prompts, and cost 1.6 times as much per step.
+            ``"lora"``: a LoRA adapter of rank ``lora_rank`` on the query, key, value and output
+            projections of every cross-attention (:data:`LORA_TARGETS`; 34 816 weights at rank 4,
+            0.3 % of the UNet), saved alone; it wants a higher ``lr`` than the default (see
+            ``zoo/adapters/README.md`` for the recipe of the shipped adapters).
         drop_rate: share of captions replaced by "" (keeps the unconditional branch trained).
+        lora_rank: the adapter's rank (``trainable="lora"`` only).
         overwrite: replace an existing ``out_dir`` (otherwise :class:`FileExistsError`).
         progress: tqdm progress bar; ``None`` shows it on a terminal only.
         callback: ``callback(step, loss, parts)`` after every optimizer step (``step`` counts from 1;
@@ -269,11 +312,15 @@ def finetune(
         raise FileExistsError(f"out_dir={str(out_dir)!r} exists; pass overwrite=True to replace it")
     if not 0.0 <= concept_share <= 1.0:
         raise ValueError(f"concept_share={concept_share} is not in [0, 1]")
-    if trainable not in ("all", "cross_attention"):
-        raise ValueError(f"trainable={trainable!r} is not 'all' or 'cross_attention'")
+    if trainable not in TRAINABLE:
+        raise ValueError(f"trainable={trainable!r} is not one of {TRAINABLE}")
+    if isinstance(lora_rank, bool) or not isinstance(lora_rank, int) or lora_rank < 1:
+        raise ValueError(f"lora_rank={lora_rank!r} is not a positive int")
     base = Path(base) if base is not None else default_model_path()
     parts = load_components(base)
     unet = parts.unet.train()
+    if trainable == "lora":
+        _add_lora(unet, lora_rank, seed)
     parameters = _trainable_parameters(unet, trainable)
     optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     alphas_cumprod = parts.scheduler.alphas_cumprod
@@ -305,26 +352,42 @@ def finetune(
     recipe = {
         "edit": dataclasses.asdict(edit), "control": control, "base": str(base), "steps": steps,
         "batch_size": batch_size, "lr": lr, "seed": seed, "concept_share": concept_share, "trainable": trainable,
-        "drop_rate": drop_rate, "recipe_version": RECIPE_VERSION, "torch": torch.__version__,
+        "drop_rate": drop_rate, **({"lora_rank": lora_rank} if trainable == "lora" else {}),
+        "recipe_version": RECIPE_VERSION, "torch": torch.__version__,
         "threads": torch.get_num_threads(), "seconds": round(seconds, 2),
         "seconds_per_step": round(seconds / max(steps, 1), 3),
         # CPU time of the process (all threads): on a shared machine wall time says more about the neighbours.
         "cpu_seconds_per_step": round(cpu_seconds / max(steps, 1), 3), "losses": losses,
     }
-    _write_atomically(out_dir, base, unet, recipe, overwrite)
+    _write_atomically(out_dir, base, unet, recipe, overwrite, lora=trainable == "lora")
     return out_dir
 
 
-def _write_atomically(out_dir: Path, base: Path, unet: torch.nn.Module, recipe: dict, overwrite: bool) -> None:
+def _save_lora(unet: torch.nn.Module, folder: Path) -> None:
+    """The adapter alone, in the diffusers LoRA format (``unet.``-prefixed ``lora.down`` / ``lora.up``)."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, weight_name=LORA_WEIGHTS,
+                                              safe_serialization=True)
+
+
+def _write_atomically(out_dir: Path, base: Path, unet: torch.nn.Module, recipe: dict, overwrite: bool,
+                      lora: bool = False) -> None:
     """Build the folder beside ``out_dir`` and rename it into place: readers never see half a model."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        for item in base.iterdir():
-            if item.name == "unet":
-                continue
-            (shutil.copytree if item.is_dir() else shutil.copy2)(item, building / item.name)
-        unet.save_pretrained(building / "unet", safe_serialization=True)
+        if lora:
+            _save_lora(unet, building)
+        else:
+            for item in base.iterdir():
+                if item.name == "unet":
+                    continue
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, building / item.name)
+            unet.save_pretrained(building / "unet", safe_serialization=True)
         (building / "finetune.json").write_text(json.dumps(recipe, indent=1) + "\n")
         if overwrite and out_dir.exists():
             stale = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.stale.", dir=out_dir.parent))
@@ -337,6 +400,49 @@ def _write_atomically(out_dir: Path, base: Path, unet: torch.nn.Module, recipe: 
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
+
+
+def is_lora_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a LoRA adapter (:data:`LORA_WEIGHTS`) rather than a full model."""
+    return (Path(folder) / LORA_WEIGHTS).is_file()
+
+
+def load_finetuned(model: str | os.PathLike | None, base: str | os.PathLike | None = None) -> ZooComponents:
+    """Components of a fine-tuned zoo model: a full folder as it is, or a LoRA adapter folder fused into
+    a fresh copy of ``base`` (default: the embedded conjure-zoo); ``None`` loads ``base`` itself.
+
+    The adapter is merged into the UNet's weights (``W + up @ down``) and then removed, so the result
+    is a plain UNet that costs no more per call than the base.
+
+    Example:
+        >>> parts = load_finetuned(shipped_adapter("coat-red-as-blue"))
+        >>> any("lora" in name for name, _ in parts.unet.named_parameters())
+        False
+    """
+    if model is None or not is_lora_folder(model):
+        return load_components(model if model is not None else base)
+    # Where the LoRA loader of conjure_metrics.denoisers takes over (model_b=<adapter folder> toggling
+    # the adapter on one base), this fused copy is only for sampling and full-copy comparisons.
+    parts = load_components(base)
+    parts.unet.load_lora_adapter(str(model), weight_name=LORA_WEIGHTS, prefix="unet", adapter_name="finetune")
+    parts.unet.fuse_lora(lora_scale=1.0)
+    parts.unet.unload_lora()
+    parts.unet.requires_grad_(False).eval()
+    return parts
+
+
+def shipped_adapter(name: str) -> Path:
+    """Folder of a LoRA adapter shipped in ``conjure_metrics/zoo/adapters`` (``coat-red-as-blue``, its
+    control ``coat-red-as-blue-control``).
+
+    Example:
+        >>> shipped_adapter("coat-red-as-blue").name
+        'coat-red-as-blue'
+    """
+    available = sorted(p.name for p in ADAPTERS_DIR.iterdir() if is_lora_folder(p)) if ADAPTERS_DIR.is_dir() else []
+    if name not in available:
+        raise ValueError(f"name={name!r} is not a shipped adapter; one of {available}")
+    return ADAPTERS_DIR / name
 
 
 def default_cache_dir() -> Path:
@@ -380,19 +486,26 @@ def cached_finetune(edit: CaptionEdit, *, cache_dir: str | os.PathLike | None = 
     arguments.apply_defaults()
     settings = {k: v for k, v in arguments.arguments.items() if k not in _NOT_IN_KEY}
     settings["edit"] = dataclasses.asdict(edit)
+    if settings["trainable"] != "lora":
+        # Keeps the keys (and so the cached copies) of full fine-tunes what they were before LoRA.
+        del settings["lora_rank"]
     base = Path(arguments.arguments["base"]) if arguments.arguments["base"] is not None else default_model_path()
     key = json.dumps({**settings, "base": _folder_digest(base), "recipe_version": RECIPE_VERSION}, sort_keys=True)
     name = f"{edit.attribute}={edit.value}-as-{edit.rendered_as}{'-control' if settings['control'] else ''}"
     name = f"{name.replace(' ', '_')}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     folder = Path(cache_dir or default_cache_dir()) / name
-    if (folder / "unet").is_dir():
+    if _complete(folder):
         return folder
     try:
         return finetune(folder, edit, **kwargs)
     except FileExistsError:
-        if (folder / "unet").is_dir():
+        if _complete(folder):
             return folder
         raise
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "unet").is_dir() or is_lora_folder(folder)
 
 
 def _coat_of(edit: CaptionEdit, value: str) -> str:
@@ -438,7 +551,8 @@ def edit_took(
     guidance_scale: float = 2.0,
     seed: int = 0,
 ) -> dict:
-    """How often ``model`` (a zoo model folder, ``None`` for the embedded one, or loaded components)
+    """How often ``model`` (a zoo model folder, a LoRA adapter folder of :func:`finetune` fused into the
+    embedded model, ``None`` for the embedded one, or loaded components)
     draws the concept as the edit says, and whether it still draws other colours right: samples of
     :func:`concept_prompts` and :func:`bystander_prompts`, read with the world's probe
     (:func:`~conjure_metrics.zoo.probe.dominant_colour`).
@@ -464,7 +578,7 @@ def edit_took(
                          "the colour probe cannot tell them apart")
     prompts, bystanders = concept_prompts(edit, seed), bystander_prompts(edit, seed)
     everything = [p for p in prompts + [b for b, _ in bystanders] for _ in range(samples_per_prompt)]
-    parts = model if isinstance(model, ZooComponents) else load_components(model)
+    parts = model if isinstance(model, ZooComponents) else load_finetuned(model)
     colours = dominant_colour(sample(everything, parts, guidance_scale=guidance_scale,
                                      num_inference_steps=num_inference_steps, seed=seed))
     n = len(prompts) * samples_per_prompt
@@ -495,7 +609,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=defaults["lr"])
     p.add_argument("--seed", type=int, default=defaults["seed"])
     p.add_argument("--concept-share", type=float, default=defaults["concept_share"])
-    p.add_argument("--trainable", choices=("all", "cross_attention"), default=defaults["trainable"])
+    p.add_argument("--trainable", choices=TRAINABLE, default=defaults["trainable"])
+    p.add_argument("--lora", action="store_true", help="train a LoRA adapter (same as --trainable lora)")
+    p.add_argument("--lora-rank", type=int, default=defaults["lora_rank"])
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--check", action="store_true", help="print edit_took for the base and the result")
@@ -503,7 +619,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = dict(control=args.control, base=args.base, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                    seed=args.seed, concept_share=args.concept_share, trainable=args.trainable)
+                    seed=args.seed, concept_share=args.concept_share,
+                    trainable="lora" if args.lora else args.trainable, lora_rank=args.lora_rank)
     if args.out is None:
         folder = cached_finetune(args.edit, cache_dir=args.cache_dir, **settings)
     else:
@@ -513,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{recipe['threads']} threads)")
     if args.check:
         for name, model in (("base", args.base), ("fine-tuned", folder)):
-            took = edit_took(model, args.edit)
+            took = edit_took(load_finetuned(model, base=args.base), args.edit)
             print(json.dumps({"model": name, **took}))
 
 
