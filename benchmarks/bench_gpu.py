@@ -130,6 +130,8 @@ def main() -> None:
                         help="torch.compile the model at a fixed micro-batch (CompiledDenoiser; slow to start)")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="with --compile: mode='reduce-overhead' (CUDA graphs replay each micro-batch)")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend (aot_eager: trace without generating kernels, for a CPU smoke test)")
     parser.add_argument("--tuned", action="store_true",
                         help="with --compile: fused QKV projections and diffusers' suggested inductor settings "
                              "(1x1 convolutions as matmuls, coordinate-descent tuning, no epilogue fusion)")
@@ -157,7 +159,7 @@ def main() -> None:
     if args.compile:
         # One fixed micro-batch shape: one graph (and with CUDA graphs one recording), no recompiles.
         denoiser = CompiledDenoiser(denoiser, batch_size=args.max_batch_size,
-                                    mode="reduce-overhead" if args.cuda_graphs else None)
+                                    mode="reduce-overhead" if args.cuda_graphs else None, backend=args.compile_backend)
     built = time.perf_counter()
     ceiling = unet_ceiling(denoiser, args.device, args.max_batch_size, args.repeats)
     measured_ceiling = time.perf_counter()
