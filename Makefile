@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test docs clean
+.PHONY: setup demo test docs lint typecheck format clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,21 @@ test: setup
 docs: setup
 	$(PY) -m pip install -q -e ".[docs]"
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
+
+# Style and static checks: ruff (lint + formatting) as CI runs them; `make format` rewrites in place.
+lint: setup
+	$(PY) -m pip install -q -e ".[lint]"
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(PY) -m pip install -q -e ".[lint]"
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: setup
+	$(PY) -m pip install -q -e ".[lint]"
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info

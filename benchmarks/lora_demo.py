@@ -33,7 +33,13 @@ import torch
 from conjure_metrics import DiffusersDenoiser
 from conjure_metrics.drift import drift_report
 from conjure_metrics.zoo import default_model_path
-from conjure_metrics.zoo.finetune import CaptionEdit, bystander_prompts, concept_prompts, load_finetuned, shipped_adapter
+from conjure_metrics.zoo.finetune import (
+    CaptionEdit,
+    bystander_prompts,
+    concept_prompts,
+    load_finetuned,
+    shipped_adapter,
+)
 
 EDIT = CaptionEdit("coat", "red", rendered_as="blue")
 ADAPTERS = {"edit": "coat-red-as-blue", "control": "coat-red-as-blue-control"}

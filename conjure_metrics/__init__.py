@@ -100,7 +100,7 @@ if TYPE_CHECKING:
     from conjure_metrics.drift import drift_report
     from conjure_metrics.estimator import JeffreysTerms, StepState, jeffreys_terms
     from conjure_metrics.functional import ConjureResult, conjure_similarity, divergence_to_similarity
-    from conjure_metrics.lightning_drift import ConceptDrift
+    from conjure_metrics.lightning_drift import ConceptDrift  # noqa: F401  (lazy, needs the [lightning] extra)
     from conjure_metrics.metric import ConjureSimilarity
     from conjure_metrics.settings import ConjureSettings
     from conjure_metrics.trajectory import TrajectorySimilarity, trajectory_similarity

@@ -7,7 +7,8 @@ state (distributed reduction, dtype protection, checkpoint persistence, devices)
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,7 +25,7 @@ class SharedModels(tuple):
     """The models a metric uses but does not own: ``metric.clone()`` / ``deepcopy`` (MetricTracker,
     MetricCollection) share them instead of copying a whole diffusion model or language model."""
 
-    def __deepcopy__(self, memo: dict) -> "SharedModels":
+    def __deepcopy__(self, memo: dict) -> SharedModels:
         return self
 
 
@@ -123,7 +124,7 @@ class PairSimilarityMetric(Metric):
                                should_unsync=self._should_unsync):
             return {key: _concat(getattr(self, name)) for key, name in zip(("similarity", "divergence", "stderr"), _PAIR_STATES)}
 
-    def plot(self, val: Optional[Tensor | Sequence[Tensor]] = None, ax: Optional[Any] = None) -> Any:
+    def plot(self, val: Tensor | Sequence[Tensor] | None = None, ax: Any | None = None) -> Any:
         """Plot a single value or a sequence of values (e.g. one per epoch), as torchmetrics metrics do."""
         return self._plot(val, ax)
 
@@ -143,7 +144,7 @@ class PairSimilarityMetric(Metric):
             this._move_models(device)
         return this
 
-    def to(self, *args: Any, **kwargs: Any) -> "PairSimilarityMetric":
+    def to(self, *args: Any, **kwargs: Any) -> PairSimilarityMetric:
         # A device given to .to() moves the models even when the metric already is there: a model
         # loaded on another device follows the metric, as the docs promise. Dtypes never reach them.
         device = torch._C._nn._parse_to(*args, **kwargs)[0]
@@ -157,7 +158,7 @@ class PairSimilarityMetric(Metric):
             if model is not None and _model_device(model) != device:
                 model.to(device)
 
-    def _sync_dist(self, dist_sync_fn: Callable = None, process_group: Optional[Any] = None) -> None:
+    def _sync_dist(self, dist_sync_fn: Callable = None, process_group: Any | None = None) -> None:
         # A rank that saw no pair must still send float64 (torchmetrics would send an empty
         # tensor of the metric's default dtype, which mismatches the other ranks' float64).
         for name in _PAIR_STATES:
@@ -167,7 +168,7 @@ class PairSimilarityMetric(Metric):
         super()._sync_dist(process_group=process_group, **kwargs)
 
 
-def _model_device(model: Any) -> Optional[torch.device]:
+def _model_device(model: Any) -> torch.device | None:
     """A denoiser's ``device``; for a plain ``nn.Module`` language model, its parameters' device."""
     device = getattr(model, "device", None)
     if isinstance(device, torch.device):

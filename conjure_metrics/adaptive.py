@@ -16,7 +16,8 @@ reproducible for a seed and do not depend on the other pairs of the batch.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from conjure_metrics.denoisers.protocol import Denoiser
 from conjure_metrics.estimator import JeffreysTerms, Weighting, jeffreys_terms

@@ -14,7 +14,7 @@ the ground truth the estimator is tested against, and a cheap model to experimen
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -52,7 +52,7 @@ class _AnalyticConditionals(ABC):
     def device(self) -> torch.device:
         return self._device
 
-    def to(self, device: torch.device | str) -> "_AnalyticConditionals":
+    def to(self, device: torch.device | str) -> _AnalyticConditionals:
         self._device = torch.device(device)
         return self
 

@@ -25,9 +25,10 @@ This module is pure torch: diffusers schedulers are converted to chains in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from numbers import Integral
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor

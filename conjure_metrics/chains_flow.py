@@ -20,7 +20,7 @@ The model sees the state unscaled; ``alpha_bar`` is the variance-preserving-equi
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

@@ -10,13 +10,15 @@ same way. Pure torch.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Union
 
 import torch
 from torch import Tensor
 
-Conditioning = Union[Tensor, Mapping[str, "Conditioning"], Sequence["Conditioning"]]
-RowIndex = Union[int, slice, Tensor]
+# Union, not |: a recursive alias names itself as a string, which | cannot take at run time.
+Conditioning = Union[Tensor, Mapping[str, "Conditioning"], Sequence["Conditioning"]]  # noqa: UP007
+RowIndex = int | slice | Tensor
 
 
 def _map(function: Callable[..., Tensor], *structures: Conditioning) -> Conditioning:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from conjure_metrics.cli.running import USER_ERRORS, one_line
 from conjure_metrics.cli.options import add_settings_arguments, settings_from_args
+from conjure_metrics.cli.running import USER_ERRORS, one_line
 from conjure_metrics.denoisers.loading import embedded_model_path
 from conjure_metrics.functional import conjure_similarity
 

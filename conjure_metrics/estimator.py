@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -130,18 +130,18 @@ class JeffreysTerms:
         variance = deviations.pow(2).sum(dim=1) / (count - 1)
         return torch.where(count > 1, (variance / count).sqrt(), torch.full_like(variance, float("nan")))
 
-    def select(self, pairs: slice) -> "JeffreysTerms":
+    def select(self, pairs: slice) -> JeffreysTerms:
         """The terms of some pairs (all samples)."""
         mask = None if self.sample_mask is None else self.sample_mask[pairs]
         return replace(self, squared=self.squared[pairs], sample_mask=mask)
 
     @staticmethod
-    def concat_samples(parts: Sequence["JeffreysTerms"]) -> "JeffreysTerms":
+    def concat_samples(parts: Sequence[JeffreysTerms]) -> JeffreysTerms:
         """One set of terms holding the samples of ``parts`` (same pairs, drawn in turn)."""
         return replace(parts[0], squared=torch.cat([p.squared for p in parts], dim=1), sample_mask=None)
 
     @staticmethod
-    def stack_pairs(per_pair: Sequence["JeffreysTerms"]) -> "JeffreysTerms":
+    def stack_pairs(per_pair: Sequence[JeffreysTerms]) -> JeffreysTerms:
         """One set of terms from single-pair terms with possibly different numbers of samples."""
         longest = max(t.squared.shape[1] for t in per_pair)
         mask = torch.zeros(len(per_pair), longest, dtype=torch.bool)

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 ROW_LABELS = ("traj. A: x̂₀ | A", "traj. A: x̂₀ | B", "traj. B: x̂₀ | A", "traj. B: x̂₀ | B")
 
 
-def explanation_figure(explanation: "Explanation", weighting: str = "simple", highlight: int = 2) -> Any:
+def explanation_figure(explanation: Explanation, weighting: str = "simple", highlight: int = 2) -> Any:
     """Rows: the two trajectories, each denoised under both prompts, then the difference maps;
     columns: steps; below, per-step contributions of each direction. The ``highlight`` (direction,
     step) cells with the largest contributions are framed in red."""

@@ -19,8 +19,9 @@ Example (``denoiser_fn`` defaults to the module's ``denoiser`` attribute)::
 from __future__ import annotations
 
 import copy
-from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -103,7 +104,7 @@ class _WithoutAdapters:
         with _adapters_off(self._layers):
             return self._denoiser.predict_noise(x, timesteps, conditioning, **kwargs)
 
-    def to(self, device: torch.device | str) -> "_WithoutAdapters":
+    def to(self, device: torch.device | str) -> _WithoutAdapters:
         self._denoiser.to(device)
         return self
 

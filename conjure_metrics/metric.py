@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from conjure_metrics.accumulators import PairSimilarityMetric, SharedModels
 from conjure_metrics.denoisers.loading import ModelLike, load_pair
@@ -78,17 +79,17 @@ class ConjureSimilarity(PairSimilarityMetric):
         num_steps: int = 10,
         num_samples: int = 5,
         guidance_scale: float = 7.5,
-        weighting: Optional[Weighting] = None,
-        min_noise: Optional[float] = None,
+        weighting: Weighting | None = None,
+        min_noise: float | None = None,
         seed: int = 0,
         max_batch_size: int = 64,
         min_timestep: float = 0,
-        target_stderr: Optional[float] = None,
-        max_samples: Optional[int] = None,
-        sampler: Optional[str] = None,
+        target_stderr: float | None = None,
+        max_samples: int | None = None,
+        sampler: str | None = None,
         model_b: ModelLike = None,
         progress_bar: bool = False,
-        load_kwargs: Optional[dict[str, Any]] = None,
+        load_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -114,7 +115,7 @@ class ConjureSimilarity(PairSimilarityMetric):
         """The model scoring ``prompts_a`` (and ``prompts_b`` unless ``model_b`` was given)."""
         return self._models[0]
 
-    def explain(self, prompt_a: str, prompt_b: str, sample_index: int = 0) -> "Explanation":
+    def explain(self, prompt_a: str, prompt_b: str, sample_index: int = 0) -> Explanation:
         """Per-step contributions and predicted clean images for one pair, with this metric's model and settings.
 
         Does not touch the accumulated state. See :func:`conjure_metrics.explain`. Its contributions sum

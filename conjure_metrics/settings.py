@@ -144,7 +144,7 @@ class ConjureSettings:
                 object.__setattr__(self, name, float(getattr(self, name)))
 
     @classmethod
-    def from_kwargs(cls, **values: Any) -> "ConjureSettings":
+    def from_kwargs(cls, **values: Any) -> ConjureSettings:
         """Settings from keyword arguments, refusing names that are not settings (a misspelling)."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - names)
@@ -152,7 +152,7 @@ class ConjureSettings:
             raise TypeError(f"unknown setting {unknown[0]!r}; settings are {', '.join(sorted(names))}")
         return cls(**values)
 
-    def for_mode(self, mode: Mode) -> "ConjureSettings":
+    def for_mode(self, mode: Mode) -> ConjureSettings:
         """These settings with ``weighting`` and ``min_noise`` filled in from the mode's defaults."""
         defaults = mode_defaults(mode)
         return replace(

@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import torch

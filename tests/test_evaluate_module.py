@@ -38,7 +38,7 @@ def _compute_code(load_arg, model):
 
 
 def _result(done):
-    line = [l for l in done.stdout.splitlines() if l.startswith("RESULT")][-1]
+    line = [text for text in done.stdout.splitlines() if text.startswith("RESULT")][-1]
     return json.loads(line[len("RESULT"):])
 
 
@@ -93,7 +93,7 @@ def test_evaluate_distributed_mode_with_two_processes_matches_one(tmp_path, tiny
         processes.append(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=600) for p in processes]
-    for p, (out, err) in zip(processes, outputs):
+    for p, (_, err) in zip(processes, outputs):
         assert p.returncode == 0, err
     main = _result(subprocess.CompletedProcess([], 0, outputs[0][0], ""))
     assert "RESULT" + "null" in outputs[1][0]  # evaluate computes on process 0 only

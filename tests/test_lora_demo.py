@@ -19,8 +19,17 @@ from safetensors.torch import load_file
 from conjure_metrics.cli import main as cli_main
 from conjure_metrics.zoo import finetune as finetune_module
 from conjure_metrics.zoo.export import export
-from conjure_metrics.zoo.finetune import (LORA_WEIGHTS, CaptionEdit, bystander_prompts, cached_finetune,
-                                          concept_prompts, finetune, load_finetuned, main, shipped_adapter)
+from conjure_metrics.zoo.finetune import (
+    LORA_WEIGHTS,
+    CaptionEdit,
+    bystander_prompts,
+    cached_finetune,
+    concept_prompts,
+    finetune,
+    load_finetuned,
+    main,
+    shipped_adapter,
+)
 from conjure_metrics.zoo.train import parse_args, train
 
 EDIT = CaptionEdit("coat", "red", rendered_as="blue")

@@ -11,7 +11,7 @@ User errors print one line and exit with status 2; progress bars show on a termi
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 from conjure_metrics.cli.commands import (
     add_estimator_options,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from conjure_metrics.cli.files import check_regular_file, read_lines, read_pairs, write_json
 from conjure_metrics.cli.options import add_settings_arguments, checkpoint_options_from_args, settings_from_args

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -71,7 +72,7 @@ class CallableDenoiser:
     def device(self) -> torch.device:
         return self._device
 
-    def to(self, device: torch.device | str) -> "CallableDenoiser":
+    def to(self, device: torch.device | str) -> CallableDenoiser:
         self._device = torch.device(device)
         return self
 

@@ -68,7 +68,7 @@ class CompiledDenoiser:
             raise AttributeError(name)
         return getattr(inner, name)
 
-    def to(self, device: torch.device | str) -> "CompiledDenoiser":
+    def to(self, device: torch.device | str) -> CompiledDenoiser:
         self.inner.to(device)
         return self
 

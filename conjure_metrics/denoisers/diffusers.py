@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -83,7 +84,7 @@ class DiffusersDenoiser(SamplerChoice):
         use_safetensors: bool | None = None,
         load_vae: bool = True,
         **kwargs: Any,
-    ) -> "DiffusersDenoiser":
+    ) -> DiffusersDenoiser:
         """Load the ``unet``, ``text_encoder``, ``tokenizer``, ``scheduler`` (and ``vae`` if present) subfolders.
 
         ``path_or_id`` is a local diffusers folder or a hub id (downloaded by ``huggingface_hub`` on
@@ -113,7 +114,7 @@ class DiffusersDenoiser(SamplerChoice):
         return denoiser.to(device) if device is not None else denoiser
 
     @classmethod
-    def from_pipeline(cls, pipeline: Any, **kwargs: Any) -> "DiffusersDenoiser":
+    def from_pipeline(cls, pipeline: Any, **kwargs: Any) -> DiffusersDenoiser:
         """Use the components of a loaded ``StableDiffusionPipeline`` (or any pipeline with the same parts)."""
         missing = [name for name in ("unet", "text_encoder", "tokenizer", "scheduler") if getattr(pipeline, name, None) is None]
         if missing:
@@ -129,7 +130,7 @@ class DiffusersDenoiser(SamplerChoice):
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
 
-    def to(self, device: torch.device | str) -> "DiffusersDenoiser":
+    def to(self, device: torch.device | str) -> DiffusersDenoiser:
         for module in (self.unet, self.text_encoder, self.vae):
             if module is not None:
                 module.to(device)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any, Union
 
 import torch
 
@@ -11,7 +12,7 @@ from conjure_metrics.denoisers.checkpoints import inspect_checkpoint
 from conjure_metrics.denoisers.protocol import Denoiser
 from conjure_metrics.denoisers.registry import adapter_for, check_loading_options, pipeline_class_name
 
-ModelLike = Union[Denoiser, str, os.PathLike, Any, Callable[[], Any], None]
+ModelLike = Union[Denoiser, str, os.PathLike, Any, Callable[[], Any], None]  # noqa: UP007  (Denoiser is a Protocol)
 
 _PROTOCOL_MEMBERS = ("encode_prompts", "predict_noise", "reverse_chain", "sample_shape")
 HUB_OPTIONS = ("local_files_only", "revision", "cache_dir", "token")

@@ -27,9 +27,10 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -129,14 +130,14 @@ class AdapterView:
     def reverse_chain(self, num_steps: int) -> Any:
         return self._base.reverse_chain(num_steps)
 
-    def to(self, device: torch.device | str) -> "AdapterView":
+    def to(self, device: torch.device | str) -> AdapterView:
         self._base.to(device)
         return self
 
     def eval_mode(self) -> Any:
         return getattr(self._base, "eval_mode", nullcontext)()
 
-    def with_sampler(self, sampler: str) -> "AdapterView":
+    def with_sampler(self, sampler: str) -> AdapterView:
         """The same view drawing trajectories with ``sampler`` (the base's modules and adapter shared)."""
         view = copy.copy(self)
         view._base = self._base.with_sampler(sampler)

@@ -17,8 +17,9 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -57,7 +58,7 @@ class SamplerChoice:
     samplers: ClassVar[tuple[str, ...]] = ()
     sampler: str
 
-    def with_sampler(self, sampler: str) -> "SamplerChoice":
+    def with_sampler(self, sampler: str) -> SamplerChoice:
         """The same model (modules shared, not copied) drawing trajectories with ``sampler``."""
         if sampler not in self.samplers:
             raise ValueError(f"sampler must be one of {self.samplers} for {type(self).__name__}, got {sampler!r}")
@@ -121,7 +122,7 @@ class PipelineDenoiser(SamplerChoice):
         load_vae: bool = True,
         components: dict[str, Any] | None = None,
         **kwargs: Any,
-    ) -> "PipelineDenoiser":
+    ) -> PipelineDenoiser:
         """Load the family's pipeline from a local diffusers folder or a hub id, frozen and in eval mode.
 
         Hub and precision options as in diffusers (every component in ``torch_dtype``, float32 by
@@ -177,7 +178,7 @@ class PipelineDenoiser(SamplerChoice):
         return class_name, overrides
 
     @classmethod
-    def from_pipeline(cls, pipeline: Any, **kwargs: Any) -> "PipelineDenoiser":
+    def from_pipeline(cls, pipeline: Any, **kwargs: Any) -> PipelineDenoiser:
         """Use an already loaded pipeline of this family (its modules are shared, not copied)."""
         return cls(pipeline, **kwargs)
 
@@ -205,7 +206,7 @@ class PipelineDenoiser(SamplerChoice):
         encoders = self.text_encoders()
         return next(encoders[0].parameters()).device if encoders else self.device
 
-    def to(self, device: torch.device | str) -> "PipelineDenoiser":
+    def to(self, device: torch.device | str) -> PipelineDenoiser:
         encoders = {id(module) for module in self.text_encoders()}
         for module in _modules_of(self.pipeline):
             if self.text_encoder_device is None or id(module) not in encoders:

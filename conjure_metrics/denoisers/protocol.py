@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -52,7 +53,7 @@ class Denoiser(Protocol):
     def reverse_chain(self, num_steps: int) -> ReverseChain:
         """The sampler (and the output it is written for) that draws reverse trajectories with ``num_steps`` steps."""
 
-    def to(self, device: torch.device | str) -> "Denoiser":
+    def to(self, device: torch.device | str) -> Denoiser:
         """Move the model; returns ``self``."""
 
 

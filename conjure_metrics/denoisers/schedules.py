@@ -8,7 +8,8 @@ itself after ``set_timesteps``, so a chain walks exactly the grid the family's p
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from conjure_metrics.chains import ReverseChain, ddim_chain, ddpm_chain, euler_ancestral_chain
 from conjure_metrics.chains_flow import DEFAULT_FLOW_NOISE_LEVEL, flow_ancestral_chain, flow_ode_chain, flow_sde_chain

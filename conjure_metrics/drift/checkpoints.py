@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 # A trailing number after a separator: checkpoint-500, step_1000, lora-000500.safetensors (not sd-v2).
 _STEP = re.compile(r"(?:^|[-_])(\d+)$")

@@ -15,7 +15,12 @@ import json
 import os
 from typing import Any
 
-from conjure_metrics.cli.options import add_checkpoint_arguments, add_settings_arguments, checkpoint_options_from_args, settings_from_args
+from conjure_metrics.cli.options import (
+    add_checkpoint_arguments,
+    add_settings_arguments,
+    checkpoint_options_from_args,
+    settings_from_args,
+)
 from conjure_metrics.drift.files import check_output_directory, write_atomically
 from conjure_metrics.drift.plot import png_bytes
 from conjure_metrics.drift.prompts import read_prompts

@@ -4,8 +4,8 @@ so it can be mailed or attached to a model card as a single file."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from html import escape
-from typing import Iterable
 
 from conjure_metrics.drift.plot import drift_figure, png_bytes
 from conjure_metrics.drift.prompts import PRESERVE, TARGET

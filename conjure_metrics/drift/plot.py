@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 MAX_PROMPT_LINES = 8
 
 
-def drift_figure(report: "DriftReport") -> Any:
+def drift_figure(report: DriftReport) -> Any:
     """A matplotlib ``Figure``: mean drift per group at each checkpoint with ± standard-error bars
     (bold), each prompt's drift (thin, in its group's colour) when there are at most
     :data:`MAX_PROMPT_LINES` prompts. Built without pyplot, so nothing needs closing."""

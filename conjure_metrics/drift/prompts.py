@@ -23,9 +23,9 @@ may appear only once (its drift is measured once).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from conjure_metrics.sts.formats import check_regular_file, split_lines
 

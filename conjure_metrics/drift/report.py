@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class ExplainedPrompt:
     prompt: str
     checkpoint: str
     drift: float
-    explanation: "Explanation"
+    explanation: Explanation
 
 
 @dataclass(frozen=True)

@@ -12,19 +12,30 @@ from __future__ import annotations
 import gc
 import math
 import os
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from conjure_metrics.denoisers.checkpoints import inspect_checkpoint
-from conjure_metrics.denoisers.loading import (CHECKPOINT_OPTIONS, ModelLike, load_against_base, load_denoiser,
-                                              named_model)
+from conjure_metrics.denoisers.loading import (
+    CHECKPOINT_OPTIONS,
+    ModelLike,
+    load_against_base,
+    load_denoiser,
+    named_model,
+)
 from conjure_metrics.denoisers.lora import release
 from conjure_metrics.denoisers.protocol import Denoiser
-from conjure_metrics.drift.checkpoints import (check_model_path, model_identity, model_name, order_checkpoints,
-                                               short_names)
+from conjure_metrics.drift.checkpoints import (
+    check_model_path,
+    model_identity,
+    model_name,
+    order_checkpoints,
+    short_names,
+)
 from conjure_metrics.drift.progress import Progress, library_bars_off
 from conjure_metrics.drift.prompts import group_prompts
 from conjure_metrics.drift.report import DriftReport, ExplainedPrompt, assemble_report

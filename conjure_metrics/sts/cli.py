@@ -15,9 +15,10 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from conjure_metrics.cli.options import add_settings_arguments, settings_from_args
 from conjure_metrics.cli.running import run_command

@@ -44,9 +44,9 @@ import math
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 FORMATS: tuple[str, ...] = (
     "stsb-glue", "stsb-csv", "sick", "senteval", "jsonl", "parquet", "wordsim", "simlex", "lee",

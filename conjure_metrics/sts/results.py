@@ -15,8 +15,9 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 
 def settings_hash(settings: dict[str, Any]) -> str:

@@ -39,8 +39,13 @@ def build_pipeline(seed: int = 0, *, kind: Kind = "sigma", sample_size: int = 8,
     ``sample_size`` is the latent size (PixArt-α passes resolution and aspect ratio to its
     transformer only at ``sample_size=128``, the 1024-pixel model; a large ``patch_size`` keeps that cheap).
     """
-    from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtSigmaPipeline,
-                           PixArtTransformer2DModel)
+    from diffusers import (
+        AutoencoderKL,
+        DPMSolverMultistepScheduler,
+        PixArtAlphaPipeline,
+        PixArtSigmaPipeline,
+        PixArtTransformer2DModel,
+    )
     from transformers import T5Config, T5EncoderModel
 
     if kind not in KINDS:

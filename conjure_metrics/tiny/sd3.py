@@ -42,7 +42,12 @@ def build_pipeline(seed: int = 0) -> Any:
         >>> type(pipeline).__name__, pipeline.transformer.config.in_channels, pipeline.vae_scale_factor
         ('StableDiffusion3Pipeline', 16, 2)
     """
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)

@@ -10,8 +10,9 @@ pairs that share a prompt share its trajectories, and a prompt paired with itsel
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -79,7 +80,7 @@ def trajectory_terms(
     max_new_tokens: int,
     seed: int,
     max_batch_size: int,
-    progress_bar: Optional[bool] = False,
+    progress_bar: bool | None = False,
 ) -> TrajectoryTerms:
     """Sample continuations of every distinct prompt and cross-score them within each pair.
 
@@ -163,5 +164,5 @@ def _pad_id(tokenizer) -> int:
     return 0
 
 
-def _disable(progress_bar: Optional[bool]) -> Optional[bool]:
+def _disable(progress_bar: bool | None) -> bool | None:
     return None if progress_bar is None else not progress_bar

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,7 +42,7 @@ def trajectory_similarity(
     distance: Distance = "mean_abs",
     seed: int = 0,
     max_batch_size: int = 64,
-    progress_bar: Optional[bool] = None,
+    progress_bar: bool | None = None,
     **load_kwargs: Any,
 ) -> TrajectoryResult:
     """Semantic similarity of prompt pairs as a causal language model continues them.
@@ -95,7 +96,7 @@ def trajectory_similarity(
 def score_pairs(
     prompts_a: Sequence[str], prompts_b: Sequence[str], model: torch.nn.Module, tokenizer: Any, *,
     num_continuations: int, max_new_tokens: int, distance: Distance, seed: int, max_batch_size: int,
-    progress_bar: Optional[bool],
+    progress_bar: bool | None,
 ) -> TrajectoryResult:
     """The computation :func:`trajectory_similarity` and the metric share, on checked arguments and a loaded model.
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 import torch
 
-LanguageModelLike = Union[str, os.PathLike, torch.nn.Module, Callable[[], Any], None]
-TokenizerLike = Union[str, os.PathLike, Any, None]
+LanguageModelLike = str | os.PathLike | torch.nn.Module | Callable[[], Any] | None
+TokenizerLike = str | os.PathLike | Any | None
 
 DEFAULT_LM_PATH = Path(__file__).resolve().parent / "zoo-lm"
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from conjure_metrics.accumulators import PairSimilarityMetric, SharedModels
 from conjure_metrics.validation import check_progress_bar, check_prompts
@@ -56,7 +57,7 @@ class TrajectorySimilarity(PairSimilarityMetric):
         seed: int = 0,
         max_batch_size: int = 64,
         progress_bar: bool = False,
-        load_kwargs: Optional[dict[str, Any]] = None,
+        load_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -9,7 +9,7 @@ Which rows share a batch, their order and the rank that runs them therefore chan
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -58,7 +58,7 @@ def sample_continuations(
     model: torch.nn.Module,
     prompts: Sequence[Sequence[int]],
     uniforms: Tensor,
-    eos_token_id: Optional[int],
+    eos_token_id: int | None,
     pad_id: int,
 ) -> list[list[int]]:
     """Sample one continuation per row of ``prompts`` (token ids), with the row's ``uniforms``.
@@ -93,7 +93,7 @@ def continuation_log_likelihoods(
     rows: Sequence[tuple[Sequence[int], Sequence[int]]],
     pad_id: int,
     max_batch_size: int,
-    on_batch: Optional[Callable[[], None]] = None,
+    on_batch: Callable[[], None] | None = None,
 ) -> Tensor:
     """Length-normalised log-likelihood ``mean_k log p(c_k | prompt, c_<k)`` of each ``(prompt, continuation)``.
 

@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 
 import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel
 from safetensors import safe_open
 from safetensors.torch import save_file
-from diffusers import DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from .tokenizer import build_tokenizer

@@ -47,9 +47,10 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +125,7 @@ class CaptionEdit:
                              "(for the matching control, pass control=True to finetune)")
 
     @classmethod
-    def from_string(cls, text: str) -> "CaptionEdit":
+    def from_string(cls, text: str) -> CaptionEdit:
         """Parse ``"ATTRIBUTE=VALUE:RENDERED_AS"``, e.g. ``"coat=red:blue"`` or ``"creature=zebra:tiger"``."""
         attribute, _, rest = text.partition("=")
         value, _, rendered_as = rest.partition(":")

@@ -4,7 +4,13 @@ import shutil
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, EulerAncestralDiscreteScheduler, PixArtAlphaPipeline, PixArtSigmaPipeline
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    EulerAncestralDiscreteScheduler,
+    PixArtAlphaPipeline,
+    PixArtSigmaPipeline,
+)
 from diffusers.pipelines.pixart_alpha.pipeline_pixart_sigma import retrieve_timesteps
 
 from conjure_metrics import conjure_similarity

@@ -5,8 +5,13 @@ import shutil
 
 import pytest
 import torch
-from diffusers import (DDIMScheduler, DDPMScheduler, EulerAncestralDiscreteScheduler, StableDiffusionXLPipeline,
-                       UNet2DConditionModel)
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    EulerAncestralDiscreteScheduler,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
 
 from conjure_metrics import conjure_similarity
 from conjure_metrics.denoisers.loading import load_denoiser

@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch.multiprocessing as mp
-
-from conjure_metrics.sts.cli import main
 from helpers import free_port
 from sts_distributed_worker import run
+
+from conjure_metrics.sts.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from conjure_metrics.trajectory import default_lm_path, trajectory_similarity
 from conjure_metrics.trajectory.train import main as train_main
 from conjure_metrics.zoo.captions import paraphrase_pair, parse
 
+
 def test_the_package_ships_the_zoo_lm():
     assert (default_lm_path() / "config.json").is_file()  # a packaging regression must fail, not skip
 

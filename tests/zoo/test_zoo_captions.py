@@ -5,7 +5,14 @@ import random
 import pytest
 
 from conjure_metrics.zoo.captions import (
-    HELD_OUT_TEMPLATES, Spec, creature_spec, held_out_shape_for, is_held_out, paraphrase_pair, parse, realise,
+    HELD_OUT_TEMPLATES,
+    Spec,
+    creature_spec,
+    held_out_shape_for,
+    is_held_out,
+    paraphrase_pair,
+    parse,
+    realise,
     sample_caption,
 )
 from conjure_metrics.zoo.truth import ground_truth_similarity

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from conjure_metrics.zoo import finetune as finetune_module
 from conjure_metrics.zoo.captions import parse
+from conjure_metrics.zoo.export import export
 from conjure_metrics.zoo.finetune import (
     CaptionEdit,
     cached_finetune,
@@ -24,7 +25,6 @@ from conjure_metrics.zoo.finetune import (
     finetune,
     main,
 )
-from conjure_metrics.zoo.export import export
 from conjure_metrics.zoo.train import parse_args, train
 from conjure_metrics.zoo.world import PALETTE
 

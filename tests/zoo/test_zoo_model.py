@@ -9,7 +9,6 @@ from conjure_metrics.zoo import default_model_path
 from conjure_metrics.zoo.probe import colour_fraction
 
 
-
 def test_the_package_ships_the_zoo_model():
     for part in ("unet", "text_encoder", "tokenizer", "scheduler"):  # a packaging regression must fail, not skip
         assert (default_model_path() / part).is_dir(), part

@@ -3,7 +3,14 @@
 import torch
 
 from conjure_metrics.zoo.world import (
-    BACKGROUNDS, COLOURS, PALETTE, PATTERNS, SHAPES, body_mask, render, sample_attributes,
+    BACKGROUNDS,
+    COLOURS,
+    PALETTE,
+    PATTERNS,
+    SHAPES,
+    body_mask,
+    render,
+    sample_attributes,
 )
 
 
