@@ -25,8 +25,14 @@ from conjure_metrics.weighting import WEIGHTINGS
 
 
 def divergences(model, a, b, args, **changes) -> dict[str, torch.Tensor]:
-    settings = dict(num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance, seed=0,
-                    max_batch_size=64, min_noise=0.0)
+    settings = dict(
+        num_steps=args.steps,
+        num_samples=args.samples,
+        guidance_scale=args.guidance,
+        seed=0,
+        max_batch_size=64,
+        min_noise=0.0,
+    )
     terms = jeffreys_terms(a, b, model, **{**settings, **changes})
     return {w: terms.divergence(w) for w in WEIGHTINGS}
 
@@ -59,15 +65,25 @@ def main() -> None:
             "max_batch_size=4": largest_relative_difference(whole, divergences(model, a, b, args, max_batch_size=4)),
             "reversed order": largest_relative_difference(whole, reversed_order),
         }
-    print(f"largest relative difference of a pair's divergence from the all-at-once batch "
-          f"({args.pairs} zoo pairs, T={args.steps}, k={args.samples}, guidance {args.guidance})")
+    print(
+        f"largest relative difference of a pair's divergence from the all-at-once batch "
+        f"({args.pairs} zoo pairs, T={args.steps}, k={args.samples}, guidance {args.guidance})"
+    )
     for precision, changes in rows.items():
         for change, by_weighting in changes.items():
             cells = "  ".join(f"{w} {v:.1e}" for w, v in by_weighting.items())
             print(f"  {precision:>7}  {change:>16}:  {cells}")
-    Path(args.out).write_text(json.dumps({
-        "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "seconds": time.time() - started, "settings": vars(args), "largest_relative_difference": rows}, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+                "seconds": time.time() - started,
+                "settings": vars(args),
+                "largest_relative_difference": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
 
 

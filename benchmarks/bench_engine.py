@@ -37,7 +37,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 COLOURS = ["red", "blue", "white", "black", "orange", "grey", "green", "yellow"]
 CREATURES = ["cat", "fox", "horse", "dog", "bear", "tiger", "zebra", "leopard"]
 PATTERNS = ["with stripes", "with spots", "with patches", "plain"]
-MATRIX_PROMPTS = ["a snow leopard", "a bengal tiger", "a zebra", "a red fox", "a dalmatian", "a panther", "a polar bear"]
+MATRIX_PROMPTS = [
+    "a snow leopard",
+    "a bengal tiger",
+    "a zebra",
+    "a red fox",
+    "a dalmatian",
+    "a panther",
+    "a polar bear",
+]
 
 
 def _rss_bytes() -> int:
@@ -62,12 +70,12 @@ def _load(model: str, dtype: str = "float32"):
 def _pairs(n: int, workload: str) -> tuple[list[str], list[str]]:
     """``distinct``: 2n different prompts (no sharing possible); ``matrix``: all pairs of a few prompts."""
     if workload == "matrix":
-        pairs = [(a, b) for i, a in enumerate(MATRIX_PROMPTS) for b in MATRIX_PROMPTS[i + 1:]][:n]
+        pairs = [(a, b) for i, a in enumerate(MATRIX_PROMPTS) for b in MATRIX_PROMPTS[i + 1 :]][:n]
         return [a for a, _ in pairs], [b for _, b in pairs]
     prompts = [f"a {c} {k} {p}" for p in PATTERNS for c in COLOURS for k in CREATURES]
     order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(0)).tolist()
     prompts = [prompts[i] for i in order]
-    return prompts[0:2 * n:2], prompts[1:2 * n:2]
+    return prompts[0 : 2 * n : 2], prompts[1 : 2 * n : 2]
 
 
 def measure(config: dict) -> dict:
@@ -87,21 +95,32 @@ def measure(config: dict) -> dict:
     denoiser = InstrumentedDenoiser(_load(config["model"], config.get("dtype", "float32")))
     if config["engine"] == "ceiling":
         return dict(config, rows_per_s=unet_ceiling(denoiser, "cpu", config["max_batch_size"], 1, config["seconds"]))
-    settings = dict(num_steps=config["num_steps"], num_samples=config["num_samples"], guidance_scale=config["guidance"], seed=0)
+    settings = dict(
+        num_steps=config["num_steps"], num_samples=config["num_samples"], guidance_scale=config["guidance"], seed=0
+    )
     a, b = _pairs(config["pairs"], config["workload"])
     jeffreys_terms(a[:1], b[:1], denoiser, max_batch_size=8, **dict(settings, num_steps=1, num_samples=1))  # warm-up
     denoiser.reset()
     baseline = _rss_bytes()
     start = time.perf_counter()
     if config["engine"] == "batched":
-        divergence = jeffreys_terms(a, b, denoiser, max_batch_size=config["max_batch_size"], **settings).divergence("simple")
+        divergence = jeffreys_terms(a, b, denoiser, max_batch_size=config["max_batch_size"], **settings).divergence(
+            "simple"
+        )
     else:
         divergence = torch.stack([naive_divergence(x, y, denoiser, **settings).mean() for x, y in zip(a, b)])
     wall = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return dict(config, wall_s=wall, pairs_per_s=config["pairs"] / wall, denoiser_calls=denoiser.calls,
-                denoiser_rows=denoiser.rows, denoiser_share=denoiser.seconds / wall,
-                peak_working_mb=max(peak - baseline, 0) / 2**20, divergence=divergence.tolist())
+    return dict(
+        config,
+        wall_s=wall,
+        pairs_per_s=config["pairs"] / wall,
+        denoiser_calls=denoiser.calls,
+        denoiser_rows=denoiser.rows,
+        denoiser_share=denoiser.seconds / wall,
+        peak_working_mb=max(peak - baseline, 0) / 2**20,
+        divergence=divergence.tolist(),
+    )
 
 
 def _run_isolated(config: dict) -> dict:
@@ -113,8 +132,11 @@ def _compare_with_naive(row: dict, naive: dict, ceilings: list[dict]) -> None:
     """Speed-up over the naive loop, the bound the model's batching allows, and the divergence error."""
     row["speedup_vs_naive"] = row["pairs_per_s"] / naive["pairs_per_s"]
     row["max_rel_diff_vs_naive"] = max(abs(x - y) / abs(y) for x, y in zip(row["divergence"], naive["divergence"]))
-    rates = [c["rows_per_s"] for c in ceilings if c["engine"] == "ceiling" and c["model"] == row["model"]
-             and c["max_batch_size"] <= row["max_batch_size"]]
+    rates = [
+        c["rows_per_s"]
+        for c in ceilings
+        if c["engine"] == "ceiling" and c["model"] == row["model"] and c["max_batch_size"] <= row["max_batch_size"]
+    ]
     if row["engine"] == "batched" and row.get("dtype", "float32") == "float32" and rates:
         fastest_engine_s = row["denoiser_rows"] / max(rates)
         bound = naive["wall_s"] / fastest_engine_s
@@ -139,22 +161,30 @@ def _print_table(args: argparse.Namespace, rows: list[dict]) -> None:
     for r in rows:
         if r["engine"] == "ceiling":
             print(f"{r['model']:>16} {r['max_batch_size']:>6} {r['rows_per_s']:>18.1f}")
-    print(f"{'model':>16} {'workload':>8} {'pairs':>5} {'engine':>7} {'dtype':>8} {'max_bs':>6} {'pairs/s':>8} {'calls':>6} "
-          f"{'rows':>7} {'in model':>8} {'peak MB':>8} {'vs naive':>8} {'bound':>6} {'of bound':>8} {'max rel diff':>12}")
+    print(
+        f"{'model':>16} {'workload':>8} {'pairs':>5} {'engine':>7} {'dtype':>8} {'max_bs':>6} {'pairs/s':>8} {'calls':>6} "
+        f"{'rows':>7} {'in model':>8} {'peak MB':>8} {'vs naive':>8} {'bound':>6} {'of bound':>8} {'max rel diff':>12}"
+    )
     for r in rows:
         if r["engine"] == "ceiling":
             continue
+
         def fmt(key, spec):
             return format(r[key], spec) if key in r else "n/a"
-        print(f"{r['model']:>16} {r['workload']:>8} {r['pairs']:>5} {r['engine']:>7} {r.get('dtype', 'float32'):>8} "
-              f"{r['max_batch_size']:>6} {r['pairs_per_s']:>8.3f} {r['denoiser_calls']:>6} {r['denoiser_rows']:>7} "
-              f"{r['denoiser_share']:>8.1%} {r['peak_working_mb']:>8.1f} {fmt('speedup_vs_naive', '7.2f'):>8} "
-              f"{fmt('attainable_speedup', '5.2f'):>6} {fmt('share_of_attainable', '8.0%'):>8} {fmt('max_rel_diff_vs_naive', '12.1e'):>12}")
+
+        print(
+            f"{r['model']:>16} {r['workload']:>8} {r['pairs']:>5} {r['engine']:>7} {r.get('dtype', 'float32'):>8} "
+            f"{r['max_batch_size']:>6} {r['pairs_per_s']:>8.3f} {r['denoiser_calls']:>6} {r['denoiser_rows']:>7} "
+            f"{r['denoiser_share']:>8.1%} {r['peak_working_mb']:>8.1f} {fmt('speedup_vs_naive', '7.2f'):>8} "
+            f"{fmt('attainable_speedup', '5.2f'):>6} {fmt('share_of_attainable', '8.0%'):>8} {fmt('max_rel_diff_vs_naive', '12.1e'):>12}"
+        )
     for r in rows:
         if "spearman_vs_float32" in r:
-            print(f"{r['model']} {r['dtype']} vs float32, {r['pairs']} pairs: median relative difference "
-                  f"{r['median_rel_diff_vs_float32']:+.1%}, largest {r['max_abs_rel_diff_vs_float32']:.1%}, "
-                  f"Spearman {r['spearman_vs_float32']:.3f}")
+            print(
+                f"{r['model']} {r['dtype']} vs float32, {r['pairs']} pairs: median relative difference "
+                f"{r['median_rel_diff_vs_float32']:+.1%}, largest {r['max_abs_rel_diff_vs_float32']:.1%}, "
+                f"Spearman {r['spearman_vs_float32']:.3f}"
+            )
 
 
 def main() -> None:
@@ -175,24 +205,63 @@ def main() -> None:
             models.insert(0, "conjure-zoo")
         except FileNotFoundError:
             print("no embedded conjure-zoo model in this install: measuring the tiny random model only")
-    workloads = [("distinct", 1), ("distinct", 4)] if args.quick else [("distinct", 1), ("distinct", 16), ("distinct", 64), ("matrix", 21)]
+    workloads = (
+        [("distinct", 1), ("distinct", 4)]
+        if args.quick
+        else [("distinct", 1), ("distinct", 16), ("distinct", 64), ("matrix", 21)]
+    )
     base = dict(num_steps=args.steps, num_samples=args.samples, guidance=args.guidance)
     rows = []
     for model in models:
         for batch in (1, 8, 32, 256):
-            rows.append(_run_isolated(dict(base, model=model, workload="bare model", pairs=0, engine="ceiling",
-                                           max_batch_size=batch, seconds=1.0 if args.quick else 8.0)))
+            rows.append(
+                _run_isolated(
+                    dict(
+                        base,
+                        model=model,
+                        workload="bare model",
+                        pairs=0,
+                        engine="ceiling",
+                        max_batch_size=batch,
+                        seconds=1.0 if args.quick else 8.0,
+                    )
+                )
+            )
         for workload, pairs in workloads:
             group = []
             for max_batch_size in (32, 256):
-                group.append(_run_isolated(dict(base, model=model, workload=workload, pairs=pairs, engine="batched",
-                                                max_batch_size=max_batch_size)))
+                group.append(
+                    _run_isolated(
+                        dict(
+                            base,
+                            model=model,
+                            workload=workload,
+                            pairs=pairs,
+                            engine="batched",
+                            max_batch_size=max_batch_size,
+                        )
+                    )
+                )
             if pairs <= 21:
-                group.append(_run_isolated(dict(base, model=model, workload=workload, pairs=pairs, engine="naive",
-                                                max_batch_size=1)))
+                group.append(
+                    _run_isolated(
+                        dict(base, model=model, workload=workload, pairs=pairs, engine="naive", max_batch_size=1)
+                    )
+                )
             if model == "conjure-zoo" and (workload, pairs) == ("distinct", 16):
-                group.append(_run_isolated(dict(base, model=model, workload=workload, pairs=pairs, engine="batched",
-                                                max_batch_size=32, dtype="bfloat16")))
+                group.append(
+                    _run_isolated(
+                        dict(
+                            base,
+                            model=model,
+                            workload=workload,
+                            pairs=pairs,
+                            engine="batched",
+                            max_batch_size=32,
+                            dtype="bfloat16",
+                        )
+                    )
+                )
             naive = next((r for r in group if r["engine"] == "naive"), None)
             for row in group:
                 if naive is not None:
@@ -203,8 +272,17 @@ def main() -> None:
 
     _print_table(args, rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": f"{platform.machine()} {mp.cpu_count()} cores", "torch": torch.__version__,
-                                          "settings": vars(args), "rows": rows}, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "machine": f"{platform.machine()} {mp.cpu_count()} cores",
+                "torch": torch.__version__,
+                "settings": vars(args),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
 
 

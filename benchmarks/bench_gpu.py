@@ -29,17 +29,35 @@ from conjure_metrics.denoisers.instrumented import InstrumentedDenoiser
 
 # Stable Diffusion 1.5 UNet (runwayml/stable-diffusion-v1-5, unet/config.json), published values.
 SD15_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
     block_out_channels=(320, 640, 1280, 1280),
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    norm_num_groups=32,
 )
 # CLIP ViT-L/14 text tower, as used by SD 1.x.
-CLIP_L_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                   num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu")
-TINY_UNET = dict(SD15_UNET, sample_size=8, block_out_channels=(32, 32, 64, 64), norm_num_groups=16,
-                 cross_attention_dim=64, attention_head_dim=4)
+CLIP_L_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+)
+TINY_UNET = dict(
+    SD15_UNET,
+    sample_size=8,
+    block_out_channels=(32, 32, 64, 64),
+    norm_num_groups=16,
+    cross_attention_dim=64,
+    attention_head_dim=4,
+)
 TINY_TEXT = dict(CLIP_L_TEXT, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
@@ -57,15 +75,20 @@ def build_model(tiny: bool, device: str, dtype: torch.dtype, channels_last: bool
     with torch.device(device):
         unet = UNet2DConditionModel(**(TINY_UNET if tiny else SD15_UNET)).to(dtype).eval()
         tokenizer = byte_level_clip_tokenizer(77)
-        text = dict(TINY_TEXT if tiny else CLIP_L_TEXT, bos_token_id=tokenizer.bos_token_id,
-                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        text = dict(
+            TINY_TEXT if tiny else CLIP_L_TEXT,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         text_encoder = CLIPTextModel(CLIPTextConfig(**text)).to(dtype).eval()
     if channels_last:
         unet.to(memory_format=torch.channels_last)
     unet.requires_grad_(False)
     text_encoder.requires_grad_(False)
-    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                              steps_offset=1)
+    scheduler = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1
+    )
     return DiffusersDenoiser(unet, text_encoder, tokenizer, scheduler)
 
 
@@ -107,10 +130,14 @@ def engine_throughput(denoiser, device: str, pairs: int, args) -> tuple[float, f
     """(UNet evaluations per second inside the engine, pairs per second)."""
     from conjure_metrics import jeffreys_terms
 
-    prompts = [f"sentence number {i} about a {w}" for i, w in enumerate(["cat", "dog", "car", "tree"] * (pairs // 2 + 1))]
-    a, b = prompts[0:2 * pairs:2], prompts[1:2 * pairs:2]
+    prompts = [
+        f"sentence number {i} about a {w}" for i, w in enumerate(["cat", "dog", "car", "tree"] * (pairs // 2 + 1))
+    ]
+    a, b = prompts[0 : 2 * pairs : 2], prompts[1 : 2 * pairs : 2]
     counting = InstrumentedDenoiser(denoiser)
-    settings = dict(num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance, max_batch_size=args.max_batch_size)
+    settings = dict(
+        num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance, max_batch_size=args.max_batch_size
+    )
     jeffreys_terms(a[:2], b[:2], denoiser, **dict(settings, num_steps=2))  # warm-up
     _sync(device)
     start = time.perf_counter()
@@ -126,15 +153,27 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model at a fixed micro-batch (CompiledDenoiser; slow to start)")
-    parser.add_argument("--cuda-graphs", action="store_true",
-                        help="with --compile: mode='reduce-overhead' (CUDA graphs replay each micro-batch)")
-    parser.add_argument("--compile-backend", default="inductor",
-                        help="torch.compile backend (aot_eager: trace without generating kernels, for a CPU smoke test)")
-    parser.add_argument("--tuned", action="store_true",
-                        help="with --compile: fused QKV projections and diffusers' suggested inductor settings "
-                             "(1x1 convolutions as matmuls, coordinate-descent tuning, no epilogue fusion)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model at a fixed micro-batch (CompiledDenoiser; slow to start)",
+    )
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="with --compile: mode='reduce-overhead' (CUDA graphs replay each micro-batch)",
+    )
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend (aot_eager: trace without generating kernels, for a CPU smoke test)",
+    )
+    parser.add_argument(
+        "--tuned",
+        action="store_true",
+        help="with --compile: fused QKV projections and diffusers' suggested inductor settings "
+        "(1x1 convolutions as matmuls, coordinate-descent tuning, no epilogue fusion)",
+    )
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--samples", type=int, default=3)
@@ -158,21 +197,31 @@ def main() -> None:
         torch._inductor.config.epilogue_fusion = False
     if args.compile:
         # One fixed micro-batch shape: one graph (and with CUDA graphs one recording), no recompiles.
-        denoiser = CompiledDenoiser(denoiser, batch_size=args.max_batch_size,
-                                    mode="reduce-overhead" if args.cuda_graphs else None, backend=args.compile_backend)
+        denoiser = CompiledDenoiser(
+            denoiser,
+            batch_size=args.max_batch_size,
+            mode="reduce-overhead" if args.cuda_graphs else None,
+            backend=args.compile_backend,
+        )
     built = time.perf_counter()
     ceiling = unet_ceiling(denoiser, args.device, args.max_batch_size, args.repeats)
     measured_ceiling = time.perf_counter()
     engine_evals, pairs_per_s = engine_throughput(denoiser, args.device, args.pairs, args)
     # Wall-clock per stage (compilation happens in the ceiling's warm-up), to size device runs.
-    seconds = dict(build=built - started, ceiling_with_compile=measured_ceiling - built,
-                   engine=time.perf_counter() - measured_ceiling, total=time.perf_counter() - started)
+    seconds = dict(
+        build=built - started,
+        ceiling_with_compile=measured_ceiling - built,
+        engine=time.perf_counter() - measured_ceiling,
+        total=time.perf_counter() - started,
+    )
 
     card = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in card), None)
     evals_per_pair = engine_evals / pairs_per_s
     result = {
-        "card": card, "torch": torch.__version__, "settings": vars(args),
+        "card": card,
+        "torch": torch.__version__,
+        "settings": vars(args),
         "unet_params_m": sum(p.numel() for p in denoiser.unet.parameters()) / 1e6,
         "gflops_per_unet_eval": flops / 1e9,
         "unet_ceiling_evals_per_s": ceiling,
@@ -185,9 +234,19 @@ def main() -> None:
         "projected_stsb_test_minutes": STSB_TEST_PAIRS / pairs_per_s / 60,
         "seconds": seconds,
     }
-    print(f"{card}: UNet {result['unet_params_m']:.0f} M params, {result['gflops_per_unet_eval']:.1f} GFLOP/eval, {args.dtype}")
-    for key in ("unet_ceiling_evals_per_s", "engine_evals_per_s", "engine_pairs_per_s", "unet_evals_per_pair",
-                "engine_share_of_ceiling", "mfu_ceiling", "mfu_engine", "projected_stsb_test_minutes"):
+    print(
+        f"{card}: UNet {result['unet_params_m']:.0f} M params, {result['gflops_per_unet_eval']:.1f} GFLOP/eval, {args.dtype}"
+    )
+    for key in (
+        "unet_ceiling_evals_per_s",
+        "engine_evals_per_s",
+        "engine_pairs_per_s",
+        "unet_evals_per_pair",
+        "engine_share_of_ceiling",
+        "mfu_ceiling",
+        "mfu_engine",
+        "projected_stsb_test_minutes",
+    ):
         value = result[key]
         print(f"  {key:>30}: {'n/a' if value is None else f'{value:.4g}'}")
     print("  seconds: " + ", ".join(f"{stage} {value:.0f}" for stage, value in seconds.items()))

@@ -1,6 +1,6 @@
 """Size of a Lightning checkpoint of the example fine-tuner with and without ConjureSimilarity in it.
 
-    python benchmarks/checkpoint_size.py      # embedded conjure-zoo model
+python benchmarks/checkpoint_size.py      # embedded conjure-zoo model
 """
 
 from __future__ import annotations
@@ -22,13 +22,22 @@ def main() -> None:
     spec.loader.exec_module(example)
     sizes = {}
     with tempfile.TemporaryDirectory() as folder:
-        for name, kwargs in {"without metric": dict(with_metric=False),
-                             "with ConjureSimilarity": dict(with_metric=True),
-                             "with ConjureSimilarity + drift vs frozen base": dict(with_metric=True, track_drift=True)}.items():
+        for name, kwargs in {
+            "without metric": dict(with_metric=False),
+            "with ConjureSimilarity": dict(with_metric=True),
+            "with ConjureSimilarity + drift vs frozen base": dict(with_metric=True, track_drift=True),
+        }.items():
             torch.manual_seed(0)
             module = example.ConjureFineTuner(num_steps=2, num_samples=1, **kwargs)
-            trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
-                                enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+            trainer = L.Trainer(
+                accelerator="cpu",
+                max_steps=1,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                limit_val_batches=0,
+            )
             trainer.fit(module)
             path = Path(folder) / "model.ckpt"
             trainer.save_checkpoint(path)

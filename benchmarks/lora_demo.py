@@ -80,23 +80,42 @@ def main() -> None:
     prompts, groups = demo_prompts(args.per_group)
     models = {name: fused_denoiser(shipped_adapter(adapter)) for name, adapter in ADAPTERS.items()}
     started, cpu_started = time.perf_counter(), time.process_time()
-    report = drift_report(str(default_model_path()), list(models.values()), prompts, groups, names=list(models),
-                          num_steps=args.num_steps, num_samples=args.num_samples, seed=args.seed, progress_bar=False)
+    report = drift_report(
+        str(default_model_path()),
+        list(models.values()),
+        prompts,
+        groups,
+        names=list(models),
+        num_steps=args.num_steps,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        progress_bar=False,
+    )
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 
     summary = {}
     for name in models:
-        drift = {group: [r.drift for r in report.rows if r.checkpoint == name and r.group == group]
-                 for group in ("target", "preserve")}
+        drift = {
+            group: [r.drift for r in report.rows if r.checkpoint == name and r.group == group]
+            for group in ("target", "preserve")
+        }
         means = {g.group: g.mean.to_dict() for g in report.groups if g.checkpoint == name}
         specificity = report.specificity.get(name)
-        summary[name] = {"target": means["target"], "preserve": means["preserve"],
-                         "specificity": specificity.to_dict() if specificity is not None else None,
-                         "auc_target_vs_preserve": auc(drift["target"], drift["preserve"])}
+        summary[name] = {
+            "target": means["target"],
+            "preserve": means["preserve"],
+            "specificity": specificity.to_dict() if specificity is not None else None,
+            "auc_target_vs_preserve": auc(drift["target"], drift["preserve"]),
+        }
     result = {
-        "edit": str(EDIT), "adapters": ADAPTERS, "settings": report.settings,
-        "threads": torch.get_num_threads(), "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
-        "summary": summary, "rows": [row.to_dict() for row in report.rows],
+        "edit": str(EDIT),
+        "adapters": ADAPTERS,
+        "settings": report.settings,
+        "threads": torch.get_num_threads(),
+        "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu_seconds, 1),
+        "summary": summary,
+        "rows": [row.to_dict() for row in report.rows],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
@@ -105,8 +124,12 @@ def main() -> None:
     print(f"\n{'model':8} {'target':>16} {'preserve':>16} {'specificity':>16} {'AUC':>6}")
     for name, s in summary.items():
         cells = [s["target"], s["preserve"], s["specificity"]]
-        text = [f"{c['value']:.4g} ± {c['stderr']:.2g}" if c and c["stderr"] is not None
-                else (f"{c['value']:.4g}" if c else "-") for c in cells]
+        text = [
+            f"{c['value']:.4g} ± {c['stderr']:.2g}"
+            if c and c["stderr"] is not None
+            else (f"{c['value']:.4g}" if c else "-")
+            for c in cells
+        ]
         print(f"{name:8} {text[0]:>16} {text[1]:>16} {text[2]:>16} {s['auc_target_vs_preserve']:6.3f}")
     print(f"\n{seconds:.0f} s wall, {cpu_seconds:.0f} s CPU at {torch.get_num_threads()} thread(s); wrote {args.out}")
 

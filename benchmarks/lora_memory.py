@@ -28,8 +28,20 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lora_memory.json"
 SETTINGS = dict(num_steps=3, num_samples=1, guidance_scale=3.0, seed=0)
-PROMPT_POOL = ["a red fox", "a blue house", "a green tree", "a yellow car", "a white cat", "a black dog",
-               "a tall tower", "a small boat", "an old bridge", "a busy street", "a quiet lake", "a snowy hill"]
+PROMPT_POOL = [
+    "a red fox",
+    "a blue house",
+    "a green tree",
+    "a yellow car",
+    "a white cat",
+    "a black dog",
+    "a tall tower",
+    "a small boat",
+    "an old bridge",
+    "a busy street",
+    "a quiet lake",
+    "a snowy hill",
+]
 
 
 def _status_kib(field: str) -> int:
@@ -71,7 +83,9 @@ def _random_lora(module, targets: list[str], rank: int, seed: int) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 
-    wrapped = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets), copy.deepcopy(module))
+    wrapped = inject_adapter_in_model(
+        LoraConfig(r=rank, lora_alpha=rank, target_modules=targets), copy.deepcopy(module)
+    )
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in wrapped.named_parameters():
@@ -102,8 +116,11 @@ def prepare(base: Path, folder: Path) -> tuple[Path, Path]:
     text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder")
     unet_lora = _random_lora(unet, ["to_q", "to_k", "to_v", "to_out.0"], 4, seed=1)
     text_lora = _random_lora(text_encoder, ["q_proj", "k_proj", "v_proj", "out_proj"], 4, seed=2)
-    StableDiffusionPipeline.save_lora_weights(str(folder / "lora"), unet_lora_layers=convert_state_dict_to_diffusers(unet_lora),
-                                              text_encoder_lora_layers=convert_state_dict_to_diffusers(text_lora))
+    StableDiffusionPipeline.save_lora_weights(
+        str(folder / "lora"),
+        unet_lora_layers=convert_state_dict_to_diffusers(unet_lora),
+        text_encoder_lora_layers=convert_state_dict_to_diffusers(text_lora),
+    )
     shutil.copytree(base, folder / "fused")
     for name, module, lora in (("unet", unet, unet_lora), ("text_encoder", text_encoder, text_lora)):
         shutil.rmtree(folder / "fused" / name)
@@ -122,22 +139,45 @@ def big_model(folder: Path) -> Path:
     torch.manual_seed(0)
     tokenizer = byte_level_clip_tokenizer(32)
     parts = {
-        "unet": UNet2DConditionModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
-                                     block_out_channels=(128, 256, 384), cross_attention_dim=384, attention_head_dim=8,
-                                     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                                     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")),
-        "text_encoder": CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=384, intermediate_size=1536, num_hidden_layers=4, num_attention_heads=6,
-            max_position_embeddings=32, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id)),
+        "unet": UNet2DConditionModel(
+            sample_size=8,
+            in_channels=3,
+            out_channels=3,
+            layers_per_block=1,
+            block_out_channels=(128, 256, 384),
+            cross_attention_dim=384,
+            attention_head_dim=8,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        ),
+        "text_encoder": CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=384,
+                intermediate_size=1536,
+                num_hidden_layers=4,
+                num_attention_heads=6,
+                max_position_embeddings=32,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        ),
         "tokenizer": tokenizer,
-        "scheduler": DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False),
+        "scheduler": DDPMScheduler(
+            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False
+        ),
     }
     for name, part in parts.items():
         part.save_pretrained(folder / name)
-    index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
-             **{name: ["diffusers" if name in ("unet", "scheduler") else "transformers", type(part).__name__]
-                for name, part in parts.items()}}
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.42.1",
+        **{
+            name: ["diffusers" if name in ("unet", "scheduler") else "transformers", type(part).__name__]
+            for name, part in parts.items()
+        },
+    }
     (folder / "model_index.json").write_text(json.dumps(index))
     return folder
 
@@ -178,13 +218,26 @@ def main() -> None:
             work = scratch / f"{model.replace(' ', '_')}-variants"
             work.mkdir()
             lora, fused = prepare(base, work)
-            for variant, model_b in (("base alone", None), ("base vs LoRA (toggled)", lora),
-                                     ("base vs fused copy", fused)):
+            for variant, model_b in (
+                ("base alone", None),
+                ("base vs LoRA (toggled)", lora),
+                ("base vs fused copy", fused),
+            ):
                 measured = _run_child(base, model_b, args.prompts)
-                rows.append({"model": model, "weights_mib": round(_parameters_mib(base), 1), "variant": variant,
-                             "prompts": args.prompts, **{k: round(v, 1) for k, v in measured.items()}})
-                print(f"{model:>17} | {variant:<24} | {rows[-1]['peak_added_mib']:8.1f} MiB | "
-                      f"{rows[-1]['seconds']:6.1f} s", flush=True)
+                rows.append(
+                    {
+                        "model": model,
+                        "weights_mib": round(_parameters_mib(base), 1),
+                        "variant": variant,
+                        "prompts": args.prompts,
+                        **{k: round(v, 1) for k, v in measured.items()},
+                    }
+                )
+                print(
+                    f"{model:>17} | {variant:<24} | {rows[-1]['peak_added_mib']:8.1f} MiB | "
+                    f"{rows[-1]['seconds']:6.1f} s",
+                    flush=True,
+                )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"settings": SETTINGS, "rows": rows}, indent=2))
     print(f"wrote {RESULTS}")

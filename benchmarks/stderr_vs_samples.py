@@ -41,28 +41,56 @@ def main() -> None:
     for weighting in ("simple", "girsanov"):
         exact = model.exact_divergence("a", "b", args.steps, args.guidance, weighting)
         for k in (1, 4, 16):
-            results = [conjure_similarity(["a"], ["b"], model, num_steps=args.steps, num_samples=k,
-                                          guidance_scale=args.guidance, weighting=weighting, seed=s, progress_bar=False)
-                       for s in range(args.seeds)]
+            results = [
+                conjure_similarity(
+                    ["a"],
+                    ["b"],
+                    model,
+                    num_steps=args.steps,
+                    num_samples=k,
+                    guidance_scale=args.guidance,
+                    weighting=weighting,
+                    seed=s,
+                    progress_bar=False,
+                )
+                for s in range(args.seeds)
+            ]
             estimates = torch.cat([r.divergence for r in results])
             reported = torch.cat([r.stderr for r in results])
-            rows.append({
-                "weighting": weighting, "num_samples": k, "exact": exact,
-                "mean_estimate": estimates.mean().item(),
-                "empirical_stderr": estimates.std().item(),
-                "mean_reported_stderr": None if k == 1 else reported.mean().item(),
-                "relative_stderr": estimates.std().item() / exact,
-            })
+            rows.append(
+                {
+                    "weighting": weighting,
+                    "num_samples": k,
+                    "exact": exact,
+                    "mean_estimate": estimates.mean().item(),
+                    "empirical_stderr": estimates.std().item(),
+                    "mean_reported_stderr": None if k == 1 else reported.mean().item(),
+                    "relative_stderr": estimates.std().item() / exact,
+                }
+            )
 
     print(f"Gaussian pair, d=16, {args.steps} DDPM steps, guidance {args.guidance}, {args.seeds} seeds per row")
-    print(f"{'weighting':>9} {'k':>3} {'exact':>10} {'mean est.':>10} {'SE (seeds)':>11} {'SE (reported)':>13} {'SE/exact':>8}")
+    print(
+        f"{'weighting':>9} {'k':>3} {'exact':>10} {'mean est.':>10} {'SE (seeds)':>11} {'SE (reported)':>13} {'SE/exact':>8}"
+    )
     for r in rows:
         reported = "n/a (k=1)" if r["mean_reported_stderr"] is None else f"{r['mean_reported_stderr']:.4g}"
-        print(f"{r['weighting']:>9} {r['num_samples']:>3} {r['exact']:>10.4g} {r['mean_estimate']:>10.4g} "
-              f"{r['empirical_stderr']:>11.4g} {reported:>13} {r['relative_stderr']:>8.2%}")
+        print(
+            f"{r['weighting']:>9} {r['num_samples']:>3} {r['exact']:>10.4g} {r['mean_estimate']:>10.4g} "
+            f"{r['empirical_stderr']:>11.4g} {reported:>13} {r['relative_stderr']:>8.2%}"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-                                          "settings": vars(args), "rows": rows}, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "machine": platform.processor() or platform.machine(),
+                "torch": torch.__version__,
+                "settings": vars(args),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
 
 

@@ -47,15 +47,22 @@ def zoo_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
 def estimate(variant: dict, pairs, model, seed: int, settings: dict) -> tuple[torch.Tensor, int]:
     """Per-pair divergences (simple weighting) for one repeat, and the denoiser rows spent."""
     a, b = [p for p, _ in pairs], [q for _, q in pairs]
-    common = dict(settings, num_steps=variant["steps"], num_samples=variant["samples"], antithetic=variant.get("antithetic", False))
+    common = dict(
+        settings,
+        num_steps=variant["steps"],
+        num_samples=variant["samples"],
+        antithetic=variant.get("antithetic", False),
+    )
     counter = InstrumentedDenoiser(model)
     if variant["noise"] in ("shared", "paper"):
         if variant["noise"] == "shared":
             terms = jeffreys_terms(a, b, counter, seed=seed, **common)
             return terms.divergence("simple"), counter.rows
         # Noise shared within a pair only: every pair draws its own seed.
-        values = [jeffreys_terms([x], [y], counter, seed=sample_seed(seed, 1000 + i), **common).divergence("simple")
-                  for i, (x, y) in enumerate(pairs)]
+        values = [
+            jeffreys_terms([x], [y], counter, seed=sample_seed(seed, 1000 + i), **common).divergence("simple")
+            for i, (x, y) in enumerate(pairs)
+        ]
         return torch.cat(values), counter.rows
     # Independent: the two directions of a pair come from runs with different seeds, each
     # pair its own; only the half of each run that is used is counted.
@@ -103,25 +110,47 @@ def main() -> None:
         table = torch.stack(estimates)  # (repeats, pairs)
         stderr = table.std(dim=0)
         relative = (stderr / table.mean(dim=0).abs().clamp_min(1e-12)).mean().item()
-        stability = [spearmanr(table[i].numpy(), table[j].numpy()).statistic
-                     for i, j in itertools.combinations(range(args.repeats), 2)]
-        rows.append(dict(variant, calls_per_pair=calls / args.repeats / len(pairs), mean_relative_stderr=relative,
-                         spearman_between_repeats=float(sum(stability) / len(stability))))
+        stability = [
+            spearmanr(table[i].numpy(), table[j].numpy()).statistic
+            for i, j in itertools.combinations(range(args.repeats), 2)
+        ]
+        rows.append(
+            dict(
+                variant,
+                calls_per_pair=calls / args.repeats / len(pairs),
+                mean_relative_stderr=relative,
+                spearman_between_repeats=float(sum(stability) / len(stability)),
+            )
+        )
         print(f"{variant['name']}: {rows[-1]['calls_per_pair']:.0f} calls/pair, rel. SE {relative:.3f}", flush=True)
 
     paper = next(r for r in rows if r["noise"] == "paper")
     for r in rows:
         # Calls this variant needs to reach the paper estimator's relative SE (SE ∝ 1/sqrt(calls)).
-        r["calls_to_match_paper"] = r["calls_per_pair"] * (r["mean_relative_stderr"] / paper["mean_relative_stderr"]) ** 2
+        r["calls_to_match_paper"] = (
+            r["calls_per_pair"] * (r["mean_relative_stderr"] / paper["mean_relative_stderr"]) ** 2
+        )
         r["share_of_paper_calls"] = r["calls_to_match_paper"] / paper["calls_per_pair"]
     print(f"\n{len(pairs)} zoo pairs, {args.repeats} repeats, guidance {args.guidance}, simple weighting, conjure-zoo")
     print(f"{'variant':>40} {'calls/pair':>10} {'rel. SE':>8} {'Spearman':>8} {'calls for paper SE':>18} {'share':>6}")
     for r in rows:
-        print(f"{r['name']:>40} {r['calls_per_pair']:>10.0f} {r['mean_relative_stderr']:>8.3f} "
-              f"{r['spearman_between_repeats']:>8.3f} {r['calls_to_match_paper']:>18.0f} {r['share_of_paper_calls']:>6.0%}")
+        print(
+            f"{r['name']:>40} {r['calls_per_pair']:>10.0f} {r['mean_relative_stderr']:>8.3f} "
+            f"{r['spearman_between_repeats']:>8.3f} {r['calls_to_match_paper']:>18.0f} {r['share_of_paper_calls']:>6.0%}"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": platform.machine(), "torch": torch.__version__, "settings": vars(args),
-                                          "pairs": pairs, "rows": rows}, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "machine": platform.machine(),
+                "torch": torch.__version__,
+                "settings": vars(args),
+                "pairs": pairs,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
 
 

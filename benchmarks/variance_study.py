@@ -48,15 +48,18 @@ def collect(args: argparse.Namespace) -> None:
 
     pairs = zoo_pairs(args.pairs, seed=1)
     path = terms_file(args.steps)
-    store = torch.load(path) if path.exists() else {"pairs": [], "simple": [], "girsanov": [], "rows": 0, "seconds": 0.0}
-    settings = dict(num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance, seed=args.seed,
-                    max_batch_size=32)
+    store = (
+        torch.load(path) if path.exists() else {"pairs": [], "simple": [], "girsanov": [], "rows": 0, "seconds": 0.0}
+    )
+    settings = dict(
+        num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance, seed=args.seed, max_batch_size=32
+    )
     if store["pairs"] and store.get("settings") != settings:
         raise SystemExit(f"{path} holds terms for other settings {store.get('settings')}; move it away first")
     store["settings"] = settings
     model = InstrumentedDenoiser(load_denoiser(None))
     while len(store["pairs"]) < len(pairs):
-        chunk = pairs[len(store["pairs"]): len(store["pairs"]) + args.chunk]
+        chunk = pairs[len(store["pairs"]) : len(store["pairs"]) + args.chunk]
         start, rows = time.perf_counter(), model.rows
         terms = jeffreys_terms([a for a, _ in chunk], [b for _, b in chunk], model, **settings)
         store["pairs"] += chunk
@@ -82,8 +85,9 @@ def rows_for(measured: torch.Tensor) -> torch.Tensor:
     prompt's (only to move on: it cancels in the difference) and the partner prompt's (only to
     measure); at step 0 both trajectories share x_T, so one prediction per prompt serves both.
     """
-    later = torch.stack([measured[t + 1:].max() if t + 1 < len(measured) else measured.new_zeros(())
-                         for t in range(len(measured))])
+    later = torch.stack(
+        [measured[t + 1 :].max() if t + 1 < len(measured) else measured.new_zeros(()) for t in range(len(measured))]
+    )
     run = torch.maximum(measured, later)
     first = 2 * run[0] + later[0]
     rest = 2 * (run[1:] + later[1:] + measured[1:])
@@ -164,8 +168,15 @@ def analyse(args: argparse.Namespace) -> None:
     settings = store["settings"]
     steps, paper_k = settings["num_steps"], 5
     paper_rows = PAPER_ROWS_PER_SAMPLE_STEP * steps * paper_k
-    report = {"settings": settings, "pairs": store["pairs"], "machine": store["machine"], "torch": store["torch"],
-              "collect_rows": store["rows"], "collect_seconds": store["seconds"], "weightings": {}}
+    report = {
+        "settings": settings,
+        "pairs": store["pairs"],
+        "machine": store["machine"],
+        "torch": store["torch"],
+        "collect_rows": store["rows"],
+        "collect_seconds": store["seconds"],
+        "weightings": {},
+    }
     for weighting in ("simple", "girsanov"):
         terms = torch.cat(store[weighting])  # (pairs, samples, 2, steps)
         cov = step_covariances(terms)
@@ -187,16 +198,27 @@ def analyse(args: argparse.Namespace) -> None:
                 calls.append(float(spent))
                 rel_se.append(float(var.sqrt() / mean[p]))
             shares_t = torch.tensor(shares)
-            rows.append(dict(estimator=name, note=note, calls_per_pair=sum(calls) / len(calls),
-                             mean_relative_stderr=sum(rel_se) / len(rel_se),
-                             share_of_paper_calls_mean=float(shares_t.mean()),
-                             share_of_paper_calls_median=float(shares_t.median()),
-                             pairs_at_or_below_half=int((shares_t <= 0.5).sum()), pairs=len(shares),
-                             spearman_between_runs=split_half_spearman(terms, measured_per_pair)))
+            rows.append(
+                dict(
+                    estimator=name,
+                    note=note,
+                    calls_per_pair=sum(calls) / len(calls),
+                    mean_relative_stderr=sum(rel_se) / len(rel_se),
+                    share_of_paper_calls_mean=float(shares_t.mean()),
+                    share_of_paper_calls_median=float(shares_t.median()),
+                    pairs_at_or_below_half=int((shares_t <= 0.5).sum()),
+                    pairs=len(shares),
+                    spearman_between_runs=split_half_spearman(terms, measured_per_pair),
+                )
+            )
 
         uniform = torch.full((len(mean), steps), float(paper_k), dtype=torch.float64)
-        add("paper estimator (T=10, k=5)", uniform, "the paper's 6 calls per step less the engine's savings "
-            "(x_T evaluated once per prompt, no empty prompt at the last step)")
+        add(
+            "paper estimator (T=10, k=5)",
+            uniform,
+            "the paper's 6 calls per step less the engine's savings "
+            "(x_T evaluated once per prompt, no empty prompt at the last step)",
+        )
         # Odd/even split of pairs: the allocation is chosen on one half and judged on the other.
         relative = cov / total_var[:, None, None].clamp_min(1e-300)
         halves = [torch.arange(len(mean)) % 2 == h for h in (0, 1)]
@@ -206,19 +228,27 @@ def analyse(args: argparse.Namespace) -> None:
             shape = optimal_shape(relative[fit & keep].mean(dim=0))
             shapes.append(shape.tolist())
             chosen[judge] = integer_counts(shape, budget)
-        add("per-step sample allocation (fit on other half)", chosen,
-            "step t measured on the first M_t samples; M_t fitted on the other half of the pairs, same calls")
-        oracle = torch.stack([integer_counts(optimal_shape(relative[p]), budget) if keep[p] else uniform[p]
-                              for p in range(len(mean))])
-        add("per-step allocation, oracle per pair", oracle, "each pair's own best allocation: a bound, not an estimator")
+        add(
+            "per-step sample allocation (fit on other half)",
+            chosen,
+            "step t measured on the first M_t samples; M_t fitted on the other half of the pairs, same calls",
+        )
+        oracle = torch.stack(
+            [integer_counts(optimal_shape(relative[p]), budget) if keep[p] else uniform[p] for p in range(len(mean))]
+        )
+        add(
+            "per-step allocation, oracle per pair", oracle, "each pair's own best allocation: a bound, not an estimator"
+        )
         if weighting == "simple":
             report["cheap_predictors"] = cheap_predictors(terms[keep], settings)
         step_var = torch.diagonal(relative, dim1=1, dim2=2)[keep].mean(dim=0)
-        report["weightings"][weighting] = dict(rows=rows, allocation_shapes=shapes,
-                                               step_share_of_variance=step_var.tolist(),
-                                               step_share_of_mean=(terms.sum(dim=2).mean(dim=1)[keep]
-                                                                   / mean[keep, None]).mean(dim=0).tolist(),
-                                               per_sample_relative_sd=float((total_var.sqrt() / mean)[keep].mean()))
+        report["weightings"][weighting] = dict(
+            rows=rows,
+            allocation_shapes=shapes,
+            step_share_of_variance=step_var.tolist(),
+            step_share_of_mean=(terms.sum(dim=2).mean(dim=1)[keep] / mean[keep, None]).mean(dim=0).tolist(),
+            per_sample_relative_sd=float((total_var.sqrt() / mean)[keep].mean()),
+        )
     report["shared_midpoint_chain"] = shared_chain(torch.cat(store["girsanov"]))
     report["fewer_steps"] = fewer_steps(store)
     _print_report(report, paper_rows)
@@ -260,10 +290,17 @@ def cheap_predictors(terms: torch.Tensor, settings: dict) -> dict:
         rho2 = correlation(per_step[..., :m].sum(dim=2), total).pow(2).clamp(max=1 - 1e-12)
         w = rows_for(torch.cat([torch.ones(m), torch.zeros(steps - m)]).double()) / full_rows
         gain = ((1 - rho2).sqrt() + (rho2 * w).sqrt()).pow(2).clamp(max=1.0)
-        prefix.append(dict(steps=m, mean_rho=float(rho2.sqrt().mean()), cost_share=float(w),
-                           mean_variance_ratio=float(gain.mean())))
-    return dict(step0_correlation_mean=float(step0.mean()), noise_means_r2_mean=float(r2.mean()),
-                noise_means_r2_chance=(design.shape[1] - 1) / (samples - 1), prefixes=prefix)
+        prefix.append(
+            dict(
+                steps=m, mean_rho=float(rho2.sqrt().mean()), cost_share=float(w), mean_variance_ratio=float(gain.mean())
+            )
+        )
+    return dict(
+        step0_correlation_mean=float(step0.mean()),
+        noise_means_r2_mean=float(r2.mean()),
+        noise_means_r2_chance=(design.shape[1] - 1) / (samples - 1),
+        prefixes=prefix,
+    )
 
 
 def midpoint_weight_relative_variance(jeffreys: torch.Tensor) -> torch.Tensor:
@@ -285,9 +322,12 @@ def shared_chain(girsanov: torch.Tensor) -> dict:
     """Importance sampling from one midpoint chain, judged by the pairs' measured path KL (nats)."""
     jeffreys = girsanov.sum(dim=(2, 3)).mean(dim=1)  # (pairs,) exact Jeffreys divergence of the chains
     log_factor = midpoint_weight_relative_variance(jeffreys) + torch.log(torch.tensor(0.5, dtype=torch.float64))
-    return dict(jeffreys_nats_min=float(jeffreys.min()), jeffreys_nats_median=float(jeffreys.median()),
-                log10_calls_factor_best_pair=float(log_factor.min() / torch.log(torch.tensor(10.0))),
-                log10_calls_factor_median_pair=float(log_factor.median() / torch.log(torch.tensor(10.0))))
+    return dict(
+        jeffreys_nats_min=float(jeffreys.min()),
+        jeffreys_nats_median=float(jeffreys.median()),
+        log10_calls_factor_best_pair=float(log_factor.min() / torch.log(torch.tensor(10.0))),
+        log10_calls_factor_median_pair=float(log_factor.median() / torch.log(torch.tensor(10.0))),
+    )
 
 
 def fewer_steps(store10: dict, repeats: int = 200) -> list[dict] | None:
@@ -320,44 +360,68 @@ def fewer_steps(store10: dict, repeats: int = 200) -> list[dict] | None:
             estimate = per_sample[steps][:, chosen].mean(dim=1)
             with_reference.append(spearmanr(estimate.numpy(), reference.numpy()).statistic)
             with_truth.append(spearmanr(-estimate.numpy(), truth.numpy()).statistic)
-        rows.append(dict(estimator=f"T={steps}, k={k}", calls_per_pair=calls,
-                         share_of_paper_calls=calls / (PAPER_ROWS_PER_SAMPLE_STEP * 10 * 5),
-                         spearman_with_T10_reference=sum(with_reference) / repeats,
-                         spearman_with_ground_truth=sum(with_truth) / repeats))
+        rows.append(
+            dict(
+                estimator=f"T={steps}, k={k}",
+                calls_per_pair=calls,
+                share_of_paper_calls=calls / (PAPER_ROWS_PER_SAMPLE_STEP * 10 * 5),
+                spearman_with_T10_reference=sum(with_reference) / repeats,
+                spearman_with_ground_truth=sum(with_truth) / repeats,
+            )
+        )
     return rows
 
 
 def _print_report(report: dict, paper_rows: int) -> None:
     s = report["settings"]
-    print(f"{len(report['pairs'])} zoo pairs, T={s['num_steps']}, guidance {s['guidance_scale']}, "
-          f"{s['num_samples']} samples each; paper default = {paper_rows} calls/pair")
+    print(
+        f"{len(report['pairs'])} zoo pairs, T={s['num_steps']}, guidance {s['guidance_scale']}, "
+        f"{s['num_samples']} samples each; paper default = {paper_rows} calls/pair"
+    )
     for weighting, found in report["weightings"].items():
         print(f"\n[{weighting}] per-sample relative SD {found['per_sample_relative_sd']:.3f}")
         print("  step share of variance: " + " ".join(f"{v:.2f}" for v in found["step_share_of_variance"]))
         print("  step share of the mean: " + " ".join(f"{v:.2f}" for v in found["step_share_of_mean"]))
-        print(f"  {'estimator':>48} {'calls/pair':>10} {'rel. SE':>8} {'Spearman':>8} "
-              f"{'calls for paper SE (mean, median)':>34} {'pairs <= 1/2':>12}")
+        print(
+            f"  {'estimator':>48} {'calls/pair':>10} {'rel. SE':>8} {'Spearman':>8} "
+            f"{'calls for paper SE (mean, median)':>34} {'pairs <= 1/2':>12}"
+        )
         for r in found["rows"]:
-            print(f"  {r['estimator']:>48} {r['calls_per_pair']:>10.0f} {r['mean_relative_stderr']:>8.3f} "
-                  f"{r['spearman_between_runs']:>8.3f} {r['share_of_paper_calls_mean']:>22.0%} "
-                  f"{r['share_of_paper_calls_median']:>10.0%} {r['pairs_at_or_below_half']:>8}/{r['pairs']}")
+            print(
+                f"  {r['estimator']:>48} {r['calls_per_pair']:>10.0f} {r['mean_relative_stderr']:>8.3f} "
+                f"{r['spearman_between_runs']:>8.3f} {r['share_of_paper_calls_mean']:>22.0%} "
+                f"{r['share_of_paper_calls_median']:>10.0%} {r['pairs_at_or_below_half']:>8}/{r['pairs']}"
+            )
     cheap = report["cheap_predictors"]
-    print(f"\n[simple] cheap predictors of a sample's total: step-0 term correlation {cheap['step0_correlation_mean']:.2f}; "
-          f"R² on the initial noise's channel means {cheap['noise_means_r2_mean']:.2f} "
-          f"(chance {cheap['noise_means_r2_chance']:.2f})")
-    print("  prefix steps / mean correlation / cost share / multi-fidelity variance at equal cost: " + "; ".join(
-        f"{c['steps']}: {c['mean_rho']:.2f}/{c['cost_share']:.2f}/{c['mean_variance_ratio']:.2f}" for c in cheap["prefixes"]))
+    print(
+        f"\n[simple] cheap predictors of a sample's total: step-0 term correlation {cheap['step0_correlation_mean']:.2f}; "
+        f"R² on the initial noise's channel means {cheap['noise_means_r2_mean']:.2f} "
+        f"(chance {cheap['noise_means_r2_chance']:.2f})"
+    )
+    print(
+        "  prefix steps / mean correlation / cost share / multi-fidelity variance at equal cost: "
+        + "; ".join(
+            f"{c['steps']}: {c['mean_rho']:.2f}/{c['cost_share']:.2f}/{c['mean_variance_ratio']:.2f}"
+            for c in cheap["prefixes"]
+        )
+    )
     shared = report["shared_midpoint_chain"]
-    print(f"\n[both] one midpoint chain for both prompts, importance-weighted (half the calls per sample): path "
-          f"Jeffreys {shared['jeffreys_nats_min']:.0f} nats (closest pair) to {shared['jeffreys_nats_median']:.0f} (median), "
-          f"so its weights need 10^{shared['log10_calls_factor_best_pair']:.1f} (closest pair) to "
-          f"10^{shared['log10_calls_factor_median_pair']:.0f} times the paper's calls")
+    print(
+        f"\n[both] one midpoint chain for both prompts, importance-weighted (half the calls per sample): path "
+        f"Jeffreys {shared['jeffreys_nats_min']:.0f} nats (closest pair) to {shared['jeffreys_nats_median']:.0f} (median), "
+        f"so its weights need 10^{shared['log10_calls_factor_best_pair']:.1f} (closest pair) to "
+        f"10^{shared['log10_calls_factor_median_pair']:.0f} times the paper's calls"
+    )
     if report.get("fewer_steps"):
         print("\n[simple] fewer steps: rankings against the T=10 estimand (12-sample reference) and the ground truth")
-        print(f"  {'estimator':>12} {'calls/pair':>10} {'share of paper calls':>20} {'Spearman vs T=10':>16} {'Spearman vs truth':>17}")
+        print(
+            f"  {'estimator':>12} {'calls/pair':>10} {'share of paper calls':>20} {'Spearman vs T=10':>16} {'Spearman vs truth':>17}"
+        )
         for r in report["fewer_steps"]:
-            print(f"  {r['estimator']:>12} {r['calls_per_pair']:>10.0f} {r['share_of_paper_calls']:>20.0%} "
-                  f"{r['spearman_with_T10_reference']:>16.3f} {r['spearman_with_ground_truth']:>17.3f}")
+            print(
+                f"  {r['estimator']:>12} {r['calls_per_pair']:>10.0f} {r['share_of_paper_calls']:>20.0%} "
+                f"{r['spearman_with_T10_reference']:>16.3f} {r['spearman_with_ground_truth']:>17.3f}"
+            )
 
 
 def main() -> None:

@@ -54,9 +54,13 @@ FLOORS = (0.1, 0.2, 0.3, 0.5)
 
 def chain_info(model, steps: int) -> dict[str, torch.Tensor | int]:
     chain = model.reverse_chain(steps)
-    return {"timesteps": chain.timesteps.clone(), "alpha_bar": chain.alpha_bar.double().clone(),
-            "landing": chain.landing_noise_level.clone(), "girsanov": chain.girsanov_weight().clone(),
-            "numel": int(np.prod(model.sample_shape))}
+    return {
+        "timesteps": chain.timesteps.clone(),
+        "alpha_bar": chain.alpha_bar.double().clone(),
+        "landing": chain.landing_noise_level.clone(),
+        "girsanov": chain.girsanov_weight().clone(),
+        "numel": int(np.prod(model.sample_shape)),
+    }
 
 
 def candidates(info: dict) -> dict[str, torch.Tensor]:
@@ -91,8 +95,13 @@ def divergences(squared: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def _collect(path: Path, prompts_a, prompts_b, model, model_b, args, chunk: int) -> dict:
-    settings = dict(num_steps=args.steps, num_samples=args.samples, guidance_scale=GUIDANCE, seed=args.seed,
-                    max_batch_size=args.max_batch_size)
+    settings = dict(
+        num_steps=args.steps,
+        num_samples=args.samples,
+        guidance_scale=GUIDANCE,
+        seed=args.seed,
+        max_batch_size=args.max_batch_size,
+    )
     store = torch.load(path) if path.exists() else {"squared": [], "rows": 0, "seconds": 0.0}
     if store["squared"] and store.get("settings") != settings:
         raise SystemExit(f"{path} holds terms for other settings {store.get('settings')}; move it away first")
@@ -102,8 +111,14 @@ def _collect(path: Path, prompts_a, prompts_b, model, model_b, args, chunk: int)
     done = sum(len(s) for s in store["squared"])
     while done < len(prompts_a):
         start, rows = time.perf_counter(), counted.rows + (counted_b.rows if counted_b else 0)
-        terms = jeffreys_terms(prompts_a[done:done + chunk], prompts_b[done:done + chunk], counted, counted_b,
-                               progress_bar=None, **settings)
+        terms = jeffreys_terms(
+            prompts_a[done : done + chunk],
+            prompts_b[done : done + chunk],
+            counted,
+            counted_b,
+            progress_bar=None,
+            **settings,
+        )
         store["squared"].append(terms.squared.float())
         store["rows"] += counted.rows + (counted_b.rows if counted_b else 0) - rows
         store["seconds"] += time.perf_counter() - start
@@ -127,8 +142,15 @@ def collect_sts(args: argparse.Namespace) -> None:
     from zoo_sts import zoo_sts_pairs
 
     pairs = zoo_sts_pairs(args.pairs, args.pairs_seed)
-    _collect(sts_file(args.steps, args.samples), [p.a for p in pairs], [p.b for p in pairs], load_denoiser(None),
-             None, args, chunk=50)
+    _collect(
+        sts_file(args.steps, args.samples),
+        [p.a for p in pairs],
+        [p.b for p in pairs],
+        load_denoiser(None),
+        None,
+        args,
+        chunk=50,
+    )
 
 
 def collect_edits(args: argparse.Namespace) -> None:
@@ -137,8 +159,15 @@ def collect_edits(args: argparse.Namespace) -> None:
     prompts = [p for p, _ in study_prompts()]
     base = load_denoiser(None)
     for kind, folder in edit_models().items():
-        _collect(edit_file(kind, args.steps, args.samples), prompts, prompts, base, load_denoiser(str(folder)),
-                 args, chunk=len(prompts))
+        _collect(
+            edit_file(kind, args.steps, args.samples),
+            prompts,
+            prompts,
+            base,
+            load_denoiser(str(folder)),
+            args,
+            chunk=len(prompts),
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,8 +215,10 @@ def report(args: argparse.Namespace) -> dict:
             per_sample = divergences(squared, weights)
             similarity = -per_sample.mean(dim=1).numpy()
             row = rows.setdefault(name, {})
-            cells = {"zoo_sts": _spearman_ci(similarity, truth),
-                     "zoo_sts_synonym_paraphrase": _spearman_ci(similarity[subset], truth[subset])}
+            cells = {
+                "zoo_sts": _spearman_ci(similarity, truth),
+                "zoo_sts_synonym_paraphrase": _spearman_ci(similarity[subset], truth[subset]),
+            }
             if samples > 1:
                 cells["stderr_per_call"] = _efficiency(per_sample, store["rows"] / len(squared))
             row[f"T={steps}"] = dict(row.get(f"T={steps}", {}), **cells)
@@ -201,7 +232,9 @@ def report(args: argparse.Namespace) -> dict:
         store = torch.load(path)
         info = chain_info(model, steps)
         squared = torch.cat(store["simple"]).double() * info["numel"] * steps
-        settings_seen.append(f"precision T={steps}: {len(squared)} pairs x {squared.shape[1]} samples (variance_study.py)")
+        settings_seen.append(
+            f"precision T={steps}: {len(squared)} pairs x {squared.shape[1]} samples (variance_study.py)"
+        )
         for name, weights in candidates(info).items():
             row = rows.setdefault(name, {}).setdefault(f"T={steps}", {})
             row["stderr_per_call"] = _efficiency(divergences(squared, weights), store["rows"] / len(squared))
@@ -214,20 +247,30 @@ def report(args: argparse.Namespace) -> dict:
         steps = edit["settings"]["num_steps"]
         settings_seen.append(f"edit/control T={steps} k={edit['settings']['num_samples']}")
         for name, weights in candidates(edit["chain"]).items():
-            drift = {kind: divergences(torch.cat(store["squared"]).double(), weights).mean(dim=1).numpy()
-                     for kind, store in (("edit", edit), ("control", control))}
+            drift = {
+                kind: divergences(torch.cat(store["squared"]).double(), weights).mean(dim=1).numpy()
+                for kind, store in (("edit", edit), ("control", control))
+            }
             specificity = {kind: float(d[concept].mean() / d[~concept].mean()) for kind, d in drift.items()}
             row = rows.setdefault(name, {})
-            samples = {kind: divergences(torch.cat(store["squared"]).double(), weights)
-                       for kind, store in (("edit", edit), ("control", control))}
-            row[f"T={steps}"] = dict(row.get(f"T={steps}", {}), **{
-                "model_stderr_per_call": _efficiency(samples["edit"], edit["rows"] / len(samples["edit"])),
-                "edit_auc": _auc(drift["edit"][concept], drift["edit"][~concept]),
-                "control_auc": _auc(drift["control"][concept], drift["control"][~concept]),
-                "edit_specificity": specificity["edit"], "control_specificity": specificity["control"],
-                "edit_over_control_concept_drift": float(drift["edit"][concept].mean() / drift["control"][concept].mean()),
-                "edit_top5_concept": int(concept[np.argsort(-drift["edit"])[:5]].sum()),
-            })
+            samples = {
+                kind: divergences(torch.cat(store["squared"]).double(), weights)
+                for kind, store in (("edit", edit), ("control", control))
+            }
+            row[f"T={steps}"] = dict(
+                row.get(f"T={steps}", {}),
+                **{
+                    "model_stderr_per_call": _efficiency(samples["edit"], edit["rows"] / len(samples["edit"])),
+                    "edit_auc": _auc(drift["edit"][concept], drift["edit"][~concept]),
+                    "control_auc": _auc(drift["control"][concept], drift["control"][~concept]),
+                    "edit_specificity": specificity["edit"],
+                    "control_specificity": specificity["control"],
+                    "edit_over_control_concept_drift": float(
+                        drift["edit"][concept].mean() / drift["control"][concept].mean()
+                    ),
+                    "edit_top5_concept": int(concept[np.argsort(-drift["edit"])[:5]].sum()),
+                },
+            )
     return {"settings": settings_seen, "rows": rows}
 
 
@@ -243,9 +286,11 @@ def print_table(result: dict) -> None:
                 if cells.get("stderr_per_call") is not None:
                     parts.append(f"SE/call {cells['stderr_per_call']:.2f}")
             if "edit_auc" in cells:
-                parts.append(f"AUC edit {cells['edit_auc']:.2f} control {cells['control_auc']:.2f} "
-                             f"spec edit {cells['edit_specificity']:.1f} control {cells['control_specificity']:.1f} "
-                             f"top5 {cells['edit_top5_concept']}")
+                parts.append(
+                    f"AUC edit {cells['edit_auc']:.2f} control {cells['control_auc']:.2f} "
+                    f"spec edit {cells['edit_specificity']:.1f} control {cells['control_specificity']:.1f} "
+                    f"top5 {cells['edit_top5_concept']}"
+                )
             print(f"  {setting:>5}: " + " | ".join(parts))
 
 

@@ -35,8 +35,18 @@ def main() -> None:
 
     data = Path(gensim.__file__).parent / "test" / "test_data"
     scorers = {
-        "conjure": ("ConjureSimilarity (conjure-zoo)", lambda a, b: conjure_similarity(
-            a, b, None, num_steps=args.steps, num_samples=args.samples, guidance_scale=args.guidance, progress_bar=False)),
+        "conjure": (
+            "ConjureSimilarity (conjure-zoo)",
+            lambda a, b: conjure_similarity(
+                a,
+                b,
+                None,
+                num_steps=args.steps,
+                num_samples=args.samples,
+                guidance_scale=args.guidance,
+                progress_bar=False,
+            ),
+        ),
         "trajectory": ("TrajectorySimilarity (zoo LM)", lambda a, b: trajectory_similarity(a, b, progress_bar=False)),
     }
     scorers = dict(scorers[key] for key in args.scorers)
@@ -54,7 +64,8 @@ def main() -> None:
             values = correlations(predicted, gold)
             replicates = bootstrap_replicates(predicted, gold, 1000, 0)
             table.setdefault(name, {})[dataset.name] = {
-                key: interval(values[key], replicates[key]).to_dict(scale=100) for key in ("spearman", "pearson")}
+                key: interval(values[key], replicates[key]).to_dict(scale=100) for key in ("spearman", "pearson")
+            }
             print(f"{name} on {dataset.name} ({len(index)} pairs): {table[name][dataset.name]}", flush=True)
     Path(args.out).write_text(json.dumps({"settings": vars(args), "table": table}, indent=2))
     print(f"wrote {args.out}")

@@ -101,8 +101,9 @@ def zoo_sts_pairs(count: int, seed: int = 0) -> list[Pair]:
             continue  # a spec with no held-out phrasing
         if a == b:
             continue
-        pairs.append(Pair(a, b, kind, ground_truth_similarity(a, b),
-                          kind == "paraphrase" or _words_for_shared_values(a, b)))
+        pairs.append(
+            Pair(a, b, kind, ground_truth_similarity(a, b), kind == "paraphrase" or _words_for_shared_values(a, b))
+        )
     return pairs
 
 
@@ -115,8 +116,13 @@ def text_encoder_cosines(model, pairs: list[Pair]) -> dict[str, np.ndarray]:
     """
     texts = sorted({t for p in pairs for t in (p.a, p.b)})
     with torch.inference_mode():
-        tokens = model.tokenizer(texts, padding="max_length", max_length=model.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt")
+        tokens = model.tokenizer(
+            texts,
+            padding="max_length",
+            max_length=model.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
         output = model.text_encoder(tokens.input_ids)
         mask = tokens.attention_mask[..., None].to(output.last_hidden_state.dtype)
         pooled = {
@@ -126,8 +132,10 @@ def text_encoder_cosines(model, pairs: list[Pair]) -> dict[str, np.ndarray]:
         }
     index = {t: i for i, t in enumerate(texts)}
     a, b = [index[p.a] for p in pairs], [index[p.b] for p in pairs]
-    return {name: torch.nn.functional.cosine_similarity(states[a].flatten(1), states[b].flatten(1)).numpy()
-            for name, states in pooled.items()}
+    return {
+        name: torch.nn.functional.cosine_similarity(states[a].flatten(1), states[b].flatten(1)).numpy()
+        for name, states in pooled.items()
+    }
 
 
 def bag_of_words(pairs: list[Pair]) -> np.ndarray:
@@ -151,16 +159,30 @@ def spearman_with_interval(scores: np.ndarray, truth: np.ndarray, resamples: int
 
 
 def conjure_scores(model, pairs: list[Pair], args) -> dict[str, np.ndarray]:
-    scores = {"ConjureSimilarity simple": [], "ConjureSimilarity girsanov": [], "ConjureSimilarity girsanov (t >= 100)": []}
+    scores = {
+        "ConjureSimilarity simple": [],
+        "ConjureSimilarity girsanov": [],
+        "ConjureSimilarity girsanov (t >= 100)": [],
+    }
     for start in range(0, len(pairs), args.chunk):
-        chunk = pairs[start:start + args.chunk]
-        terms = jeffreys_terms([p.a for p in chunk], [p.b for p in chunk], model, num_steps=args.steps,
-                               num_samples=args.samples, guidance_scale=args.guidance, seed=args.seed,
-                               max_batch_size=args.max_batch_size, progress_bar=None)
+        chunk = pairs[start : start + args.chunk]
+        terms = jeffreys_terms(
+            [p.a for p in chunk],
+            [p.b for p in chunk],
+            model,
+            num_steps=args.steps,
+            num_samples=args.samples,
+            guidance_scale=args.guidance,
+            seed=args.seed,
+            max_batch_size=args.max_batch_size,
+            progress_bar=None,
+        )
         bounded = terms.girsanov[..., terms.timesteps >= 100].sum(dim=(-1, -2)).mean(dim=1)
-        for name, divergence in (("ConjureSimilarity simple", terms.divergence("simple")),
-                                 ("ConjureSimilarity girsanov", terms.divergence("girsanov")),
-                                 ("ConjureSimilarity girsanov (t >= 100)", bounded)):
+        for name, divergence in (
+            ("ConjureSimilarity simple", terms.divergence("simple")),
+            ("ConjureSimilarity girsanov", terms.divergence("girsanov")),
+            ("ConjureSimilarity girsanov (t >= 100)", bounded),
+        ):
             scores[name].append(divergence_to_similarity(divergence).numpy())
         print(f"  scored {start + len(chunk)}/{len(pairs)} pairs", flush=True)
     return {name: np.concatenate(values) for name, values in scores.items()}
@@ -185,9 +207,12 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=50)
     parser.add_argument("--max-batch-size", type=int, default=256)
     parser.add_argument("--no-trajectory", action="store_true", help="skip the TrajectorySimilarity row")
-    parser.add_argument("--rescore-baselines", action="store_true",
-                        help="keep the ConjureSimilarity and TrajectorySimilarity scores of --out and recompute the "
-                             "text baselines (same pairs, no diffusion)")
+    parser.add_argument(
+        "--rescore-baselines",
+        action="store_true",
+        help="keep the ConjureSimilarity and TrajectorySimilarity scores of --out and recompute the "
+        "text baselines (same pairs, no diffusion)",
+    )
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "zoo_sts.json"))
     args = parser.parse_args()
 
@@ -200,8 +225,9 @@ def main() -> None:
         stored = json.loads(Path(args.out).read_text())
         if stored["settings"]["pairs"] != args.pairs or stored["settings"]["seed"] != args.seed:
             raise SystemExit(f"{args.out} holds other pairs; give its --pairs and --seed")
-        args = argparse.Namespace(**{**stored["settings"], "out": args.out, "no_trajectory": True,
-                                     "rescore_baselines": True})
+        args = argparse.Namespace(
+            **{**stored["settings"], "out": args.out, "no_trajectory": True, "rescore_baselines": True}
+        )
         started -= stored["seconds"]  # the diffusion scores' time is the run's
         kept = [name for name in stored["results"] if "Similarity" in name]
         scores = {name: np.array([p[name] for p in stored["pairs"]]) for name in kept}
@@ -212,21 +238,38 @@ def main() -> None:
     if not args.no_trajectory:
         scores.update(trajectory_scores(pairs, args))
 
-    rows = {name: {"overall": spearman_with_interval(values, truth),
-                   "synonym_or_paraphrase": spearman_with_interval(values[subset], truth[subset])}
-            for name, values in scores.items()}
-    print(f"\nzoo-sts: {len(pairs)} held-out pairs ({int(subset.sum())} in the synonym/paraphrase subset); "
-          f"T={args.steps}, k={args.samples}, guidance {args.guidance}, seed {args.seed}; Spearman ρ [95% bootstrap CI]")
+    rows = {
+        name: {
+            "overall": spearman_with_interval(values, truth),
+            "synonym_or_paraphrase": spearman_with_interval(values[subset], truth[subset]),
+        }
+        for name, values in scores.items()
+    }
+    print(
+        f"\nzoo-sts: {len(pairs)} held-out pairs ({int(subset.sum())} in the synonym/paraphrase subset); "
+        f"T={args.steps}, k={args.samples}, guidance {args.guidance}, seed {args.seed}; Spearman ρ [95% bootstrap CI]"
+    )
     print(f"{'scorer':>46} {'overall':>22} {'synonym/paraphrase':>22}")
     for name, row in rows.items():
-        cells = [f"{r['rho']:.3f} [{r['low']:.3f}, {r['high']:.3f}]" for r in (row["overall"], row["synonym_or_paraphrase"])]
+        cells = [
+            f"{r['rho']:.3f} [{r['low']:.3f}, {r['high']:.3f}]" for r in (row["overall"], row["synonym_or_paraphrase"])
+        ]
         print(f"{name:>46} {cells[0]:>22} {cells[1]:>22}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({
-        "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "seconds": time.time() - started, "settings": vars(args), "results": rows,
-        "pairs": [dict(p.__dict__, **{name: float(v[i]) for name, v in scores.items()}) for i, p in enumerate(pairs)],
-    }, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+                "seconds": time.time() - started,
+                "settings": vars(args),
+                "results": rows,
+                "pairs": [
+                    dict(p.__dict__, **{name: float(v[i]) for name, v in scores.items()}) for i, p in enumerate(pairs)
+                ],
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out} ({time.time() - started:.0f} s)")
 
 

@@ -17,8 +17,17 @@ from torchmetrics import Metric
 _SUM_STATES = ("similarity_sum", "divergence_sum", "num_pairs")
 _PAIR_STATES = ("pair_similarity", "pair_divergence", "pair_stderr")
 # What torchmetrics' forward() changes before calling update(): restored if update() raises.
-_FORWARD_ATTRIBUTES = ("_update_count", "_computed", "_forward_cache", "_cache", "_is_synced", "_to_sync",
-                       "_should_unsync", "_enable_grad", "compute_on_cpu")
+_FORWARD_ATTRIBUTES = (
+    "_update_count",
+    "_computed",
+    "_forward_cache",
+    "_cache",
+    "_is_synced",
+    "_to_sync",
+    "_should_unsync",
+    "_enable_grad",
+    "compute_on_cpu",
+)
 
 
 class SharedModels(tuple):
@@ -68,8 +77,10 @@ class PairSimilarityMetric(Metric):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         # torchmetrics' forward() resets the state to score the batch alone and merges the global
         # state back only after update() succeeds: if update() raises, put everything back.
-        states = {name: list(value) if isinstance(value, list) else value
-                  for name, value in ((name, getattr(self, name)) for name in self._defaults)}
+        states = {
+            name: list(value) if isinstance(value, list) else value
+            for name, value in ((name, getattr(self, name)) for name in self._defaults)
+        }
         attributes = {name: getattr(self, name) for name in _FORWARD_ATTRIBUTES}
         try:
             return super().forward(*args, **kwargs)
@@ -120,9 +131,13 @@ class PairSimilarityMetric(Metric):
 
         Like ``compute()`` this synchronises across ranks: call it on every rank.
         """
-        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync,
-                               should_unsync=self._should_unsync):
-            return {key: _concat(getattr(self, name)) for key, name in zip(("similarity", "divergence", "stderr"), _PAIR_STATES)}
+        with self.sync_context(
+            dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync
+        ):
+            return {
+                key: _concat(getattr(self, name))
+                for key, name in zip(("similarity", "divergence", "stderr"), _PAIR_STATES)
+            }
 
     def plot(self, val: Tensor | Sequence[Tensor] | None = None, ax: Any | None = None) -> Any:
         """Plot a single value or a sequence of values (e.g. one per epoch), as torchmetrics metrics do."""

@@ -53,8 +53,16 @@ def sample_grid(budget: int) -> list[int]:
 
 
 def adaptive_jeffreys_terms(
-    prompts_a: Sequence[str], prompts_b: Sequence[str], model_a: Denoiser, model_b: Denoiser | None, *,
-    target_stderr: float, max_samples: int, num_samples: int, weighting: Weighting, **settings: Any,
+    prompts_a: Sequence[str],
+    prompts_b: Sequence[str],
+    model_a: Denoiser,
+    model_b: Denoiser | None,
+    *,
+    target_stderr: float,
+    max_samples: int,
+    num_samples: int,
+    weighting: Weighting,
+    **settings: Any,
 ) -> JeffreysTerms:
     """Terms like :func:`jeffreys_terms` from each pair's fresh samples, their number set by its pilot."""
     pilot = jeffreys_terms(prompts_a, prompts_b, model_a, model_b, num_samples=num_samples, **settings)
@@ -68,8 +76,15 @@ def adaptive_jeffreys_terms(
         group = [i for i, count in enumerate(counts) if count >= level]
         if not group:
             break
-        terms = jeffreys_terms([prompts_a[i] for i in group], [prompts_b[i] for i in group], model_a, model_b,
-                               num_samples=level - drawn, first_sample=num_samples + drawn, **settings)
+        terms = jeffreys_terms(
+            [prompts_a[i] for i in group],
+            [prompts_b[i] for i in group],
+            model_a,
+            model_b,
+            num_samples=level - drawn,
+            first_sample=num_samples + drawn,
+            **settings,
+        )
         for row, pair in enumerate(group):
             chunks[pair].append(terms.select(slice(row, row + 1)))
         drawn = level

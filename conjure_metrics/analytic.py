@@ -60,7 +60,10 @@ class _AnalyticConditionals(ABC):
         unknown = [p for p in prompts if p not in self.means]
         if unknown:
             raise ValueError(f"{type(self).__name__} has no distribution for prompts {unknown}")
-        rows = [torch.cat([self.means[p].flatten(), torch.tensor([self.variances[p]], dtype=torch.float64)]) for p in prompts]
+        rows = [
+            torch.cat([self.means[p].flatten(), torch.tensor([self.variances[p]], dtype=torch.float64)])
+            for p in prompts
+        ]
         return torch.stack(rows).to(self._device)
 
     def predict_noise(self, x: Tensor, timesteps: Tensor, conditioning: Tensor) -> Tensor:
@@ -94,7 +97,12 @@ class _AnalyticConditionals(ABC):
         return slope_u + guidance_scale * (slope - slope_u), offset_u + guidance_scale * (offset - offset_u)
 
     def exact_terms(
-        self, prompt_a: str, prompt_b: str, num_steps: int, guidance_scale: float = 1.0, min_timestep: float = 0,
+        self,
+        prompt_a: str,
+        prompt_b: str,
+        num_steps: int,
+        guidance_scale: float = 1.0,
+        min_timestep: float = 0,
         min_noise: float = 0,
     ) -> dict[str, Tensor]:
         """Expected per-step contributions, ``(2, num_steps)`` per weighting, of the estimator's terms.
@@ -123,8 +131,16 @@ class _AnalyticConditionals(ABC):
                 variance = gain**2 * variance + chain.noise_std[step] ** 2
         return {name: expected * weight for name, weight in weights.items()}
 
-    def exact_divergence(self, prompt_a: str, prompt_b: str, num_steps: int, guidance_scale: float = 1.0,
-                         weighting: str = "girsanov", min_timestep: float = 0, min_noise: float = 0) -> float:
+    def exact_divergence(
+        self,
+        prompt_a: str,
+        prompt_b: str,
+        num_steps: int,
+        guidance_scale: float = 1.0,
+        weighting: str = "girsanov",
+        min_timestep: float = 0,
+        min_noise: float = 0,
+    ) -> float:
         """The expected value of the estimator's divergence (exact discrete-chain Jeffreys for ``girsanov``)."""
         terms = self.exact_terms(prompt_a, prompt_b, num_steps, guidance_scale, min_timestep, min_noise)
         return float(terms[weighting].sum())

@@ -156,11 +156,17 @@ def _for_prediction_type(eps_chain: ReverseChain, prediction_type: str) -> Rever
     mean and variance, so the steps (and their KL) are the same as the noise form's.
     """
     if prediction_type not in VARIANCE_PRESERVING_PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {VARIANCE_PRESERVING_PREDICTION_TYPES} for this "
-                         f"variance-preserving sampler, got {prediction_type!r}")
+        raise ValueError(
+            f"prediction_type must be one of {VARIANCE_PRESERVING_PREDICTION_TYPES} for this "
+            f"variance-preserving sampler, got {prediction_type!r}"
+        )
     eps_state, eps_output, _, _ = _output_conversions(eps_chain, prediction_type)
-    return replace(eps_chain, x_coef=eps_chain.x_coef + eps_chain.output_coef * eps_state,
-                   output_coef=eps_chain.output_coef * eps_output, prediction_type=prediction_type)
+    return replace(
+        eps_chain,
+        x_coef=eps_chain.x_coef + eps_chain.output_coef * eps_state,
+        output_coef=eps_chain.output_coef * eps_output,
+        prediction_type=prediction_type,
+    )
 
 
 def _as_double(values: Tensor | Sequence[float]) -> Tensor:
@@ -259,7 +265,9 @@ def ddim_chain(
 
 
 def euler_ancestral_chain(
-    sigmas: Tensor | Sequence[float], timesteps: Sequence[float] | Tensor, init_std: float,
+    sigmas: Tensor | Sequence[float],
+    timesteps: Sequence[float] | Tensor,
+    init_std: float,
     prediction_type: PredictionType = "epsilon",
 ) -> ReverseChain:
     """Euler-ancestral (k-diffusion ``sample_euler_ancestral``) in sigma space.
@@ -310,7 +318,9 @@ def leading_timesteps(num_steps: int, num_train_timesteps: int = 1000, steps_off
         [750, 500, 250, 0]
     """
     if isinstance(num_steps, bool) or not isinstance(num_steps, Integral) or not 1 <= num_steps <= num_train_timesteps:
-        raise ValueError(f"num_steps must be an int from 1 to the model's {num_train_timesteps} training timesteps, "
-                         f"got {num_steps!r}")
+        raise ValueError(
+            f"num_steps must be an int from 1 to the model's {num_train_timesteps} training timesteps, "
+            f"got {num_steps!r}"
+        )
     stride = num_train_timesteps // num_steps
     return torch.arange(num_steps - 1, -1, -1, dtype=torch.long) * stride + steps_offset

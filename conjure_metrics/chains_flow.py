@@ -77,8 +77,13 @@ def flow_ode_chain(sigmas: Tensor | Sequence[float], timesteps: Tensor | Sequenc
         ('flow_prediction', False)
     """
     sigma, sigma_next = _checked_sigmas(sigmas, timesteps)
-    return _flow_chain(sigmas, timesteps, x_coef=torch.ones_like(sigma), output_coef=sigma_next - sigma,
-                       noise_std=torch.zeros_like(sigma))
+    return _flow_chain(
+        sigmas,
+        timesteps,
+        x_coef=torch.ones_like(sigma),
+        output_coef=sigma_next - sigma,
+        noise_std=torch.zeros_like(sigma),
+    )
 
 
 def flow_ancestral_chain(sigmas: Tensor | Sequence[float], timesteps: Tensor | Sequence[float]) -> ReverseChain:
@@ -97,12 +102,15 @@ def flow_ancestral_chain(sigmas: Tensor | Sequence[float], timesteps: Tensor | S
         [True, True, True, False]
     """
     sigma, sigma_next = _checked_sigmas(sigmas, timesteps)
-    return _flow_chain(sigmas, timesteps, x_coef=1 - sigma_next, output_coef=-(1 - sigma_next) * sigma,
-                       noise_std=sigma_next.clone())
+    return _flow_chain(
+        sigmas, timesteps, x_coef=1 - sigma_next, output_coef=-(1 - sigma_next) * sigma, noise_std=sigma_next.clone()
+    )
 
 
 def flow_sde_chain(
-    sigmas: Tensor | Sequence[float], timesteps: Tensor | Sequence[float], noise_level: float = DEFAULT_FLOW_NOISE_LEVEL,
+    sigmas: Tensor | Sequence[float],
+    timesteps: Tensor | Sequence[float],
+    noise_level: float = DEFAULT_FLOW_NOISE_LEVEL,
 ) -> ReverseChain:
     """Euler–Maruyama steps of the SDE with diffusion ``g = a sqrt(sigma / (1 - sigma))`` (``a = noise_level``)
     whose marginals are the flow's.
@@ -139,7 +147,8 @@ def flow_sde_chain(
     from_noise = sigma >= 1
     diffusion_squared = noise_level**2 * sigma / torch.where(from_noise, torch.ones_like(sigma), 1 - sigma)
     return _flow_chain(
-        sigmas, timesteps,
+        sigmas,
+        timesteps,
         x_coef=torch.where(from_noise, 1 - sigma_next, 1 + diffusion_squared * step / (2 * sigma)),
         output_coef=torch.where(from_noise, -(1 - sigma_next) * sigma, step * (1 + noise_level**2 / 2)),
         noise_std=torch.where(from_noise, sigma_next, (diffusion_squared * -step).sqrt()),
@@ -160,8 +169,14 @@ def _vp_signal_level(sigma: Tensor) -> Tensor:
     return (1 - sigma) ** 2 / ((1 - sigma) ** 2 + sigma**2)
 
 
-def _flow_chain(sigmas: Tensor | Sequence[float], timesteps: Tensor | Sequence[float], *, x_coef: Tensor,
-                output_coef: Tensor, noise_std: Tensor) -> ReverseChain:
+def _flow_chain(
+    sigmas: Tensor | Sequence[float],
+    timesteps: Tensor | Sequence[float],
+    *,
+    x_coef: Tensor,
+    output_coef: Tensor,
+    noise_std: Tensor,
+) -> ReverseChain:
     sig = torch.as_tensor(sigmas, dtype=torch.float64)
     return ReverseChain(
         timesteps=torch.as_tensor(timesteps),

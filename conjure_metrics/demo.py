@@ -27,8 +27,10 @@ def _model_and_notice(model: str | None):
         from conjure_metrics.denoisers.diffusers import DiffusersDenoiser
         from conjure_metrics.tiny import build_tiny_components
 
-        notice = ("NOTE: no embedded conjure-zoo model in this install; using a tiny RANDOMLY INITIALISED model, "
-                  "so the numbers below mean nothing about language")
+        notice = (
+            "NOTE: no embedded conjure-zoo model in this install; using a tiny RANDOMLY INITIALISED model, "
+            "so the numbers below mean nothing about language"
+        )
         return DiffusersDenoiser(**build_tiny_components()), notice
 
 
@@ -49,8 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prompts", nargs="*", default=list(ZOO_PROMPTS))
     parser.add_argument("--model", default=None, help="diffusers folder or hub id (default: embedded conjure-zoo)")
-    add_settings_arguments(parser.add_argument_group("estimator"), exclude=("target_stderr", "max_samples"),
-                           num_samples=4, guidance_scale=3.0)
+    add_settings_arguments(
+        parser.add_argument_group("estimator"),
+        exclude=("target_stderr", "max_samples"),
+        num_samples=4,
+        guidance_scale=3.0,
+    )
     args = parser.parse_args(argv)
     if len(args.prompts) < 2:
         parser.error("give at least two prompts")
@@ -60,16 +66,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(args)
         model, notice = _model_and_notice(args.model)
         print(notice)
-        result = conjure_similarity([args.prompts[i] for i, _ in pairs], [args.prompts[j] for _, j in pairs], model,
-                                    **settings.record(exclude=("target_stderr", "max_samples")), progress_bar=None)
+        result = conjure_similarity(
+            [args.prompts[i] for i, _ in pairs],
+            [args.prompts[j] for _, j in pairs],
+            model,
+            **settings.record(exclude=("target_stderr", "max_samples")),
+            progress_bar=None,
+        )
     except USER_ERRORS as error:  # one line, like `conjure`
         parser.error(one_line(error))
     # The stderr shown is that of the similarity, by the delta method on 1 / (1 + J).
     similarity = {pair: float(s) for pair, s in zip(pairs, result.similarity)}
     stderr = {pair: float(e * s**2) for pair, e, s in zip(pairs, result.stderr, result.similarity)}
     used = result.settings
-    print(f"ConjureSimilarity ({used.weighting}, noise floor {used.min_noise}, {used.num_steps} steps, "
-          f"{used.num_samples} samples, guidance {used.guidance_scale}, seed {used.seed})")
+    print(
+        f"ConjureSimilarity ({used.weighting}, noise floor {used.min_noise}, {used.num_steps} steps, "
+        f"{used.num_samples} samples, guidance {used.guidance_scale}, seed {used.seed})"
+    )
     print(format_table(args.prompts, similarity, stderr))
     best = max(pairs, key=similarity.get)
     print(f"most similar: {args.prompts[best[0]]!r} ~ {args.prompts[best[1]]!r}")

@@ -147,8 +147,9 @@ class JeffreysTerms:
         mask = torch.zeros(len(per_pair), longest, dtype=torch.bool)
         for i, t in enumerate(per_pair):
             mask[i, : t.squared.shape[1]] = True
-        squared = torch.cat([torch.nn.functional.pad(t.squared, (0, 0, 0, 0, 0, longest - t.squared.shape[1]))
-                             for t in per_pair])
+        squared = torch.cat(
+            [torch.nn.functional.pad(t.squared, (0, 0, 0, 0, 0, longest - t.squared.shape[1])) for t in per_pair]
+        )
         return replace(per_pair[0], squared=squared, sample_mask=None if bool(mask.all()) else mask)
 
 
@@ -200,7 +201,10 @@ class _EvaluationPlan:
     """
 
     def __init__(
-        self, side_models: tuple[int, int], prompts: tuple[Sequence[str], Sequence[str]], guided: bool,
+        self,
+        side_models: tuple[int, int],
+        prompts: tuple[Sequence[str], Sequence[str]],
+        guided: bool,
         table: _ConditioningTable,
     ) -> None:
         num_pairs = len(prompts[0])
@@ -226,9 +230,14 @@ class _EvaluationPlan:
         self.drivers = list(drivers)
         self.requests = list(index)
         # Where each trajectory finds its own (driver's) predictions, to move it along.
-        self.drive_cond = torch.tensor([index[_Request(t, m, table.row(m, p))] for t, (m, p) in enumerate(self.drivers)])
-        self.drive_uncond = (torch.tensor([index[_Request(t, m, table.row(m, ""))] for t, (m, _) in enumerate(self.drivers)])
-                             if guided else None)
+        self.drive_cond = torch.tensor(
+            [index[_Request(t, m, table.row(m, p))] for t, (m, p) in enumerate(self.drivers)]
+        )
+        self.drive_uncond = (
+            torch.tensor([index[_Request(t, m, table.row(m, ""))] for t, (m, _) in enumerate(self.drivers)])
+            if guided
+            else None
+        )
         self.request_trajectory = torch.tensor([r.trajectory for r in self.requests])
         self.request_row = torch.tensor([r.row for r in self.requests])
         self.request_model = torch.tensor([r.model for r in self.requests])
@@ -240,8 +249,10 @@ class _EvaluationPlan:
 
 def _check_same_chain(first: ReverseChain, second: ReverseChain) -> None:
     fields = ("timesteps", "input_scale", "x_coef", "output_coef", "noise_std")
-    if first.num_steps != second.num_steps or first.prediction_type != second.prediction_type or not all(
-        torch.allclose(getattr(first, f).double(), getattr(second, f).double()) for f in fields
+    if (
+        first.num_steps != second.num_steps
+        or first.prediction_type != second.prediction_type
+        or not all(torch.allclose(getattr(first, f).double(), getattr(second, f).double()) for f in fields)
     ):
         raise ValueError(
             "model_b samples with a different reverse chain than model; both sides of a comparison "
@@ -252,8 +263,10 @@ def _check_same_chain(first: ReverseChain, second: ReverseChain) -> None:
 def _shared_guidance_mode(models: Sequence[Denoiser]) -> GuidanceMode:
     modes = {guidance_mode(model) for model in models}
     if len(modes) != 1:
-        raise ValueError(f"model and model_b are guided differently ({sorted(modes)}); both sides of a "
-                         "comparison must share the guidance mode")
+        raise ValueError(
+            f"model and model_b are guided differently ({sorted(modes)}); both sides of a "
+            "comparison must share the guidance mode"
+        )
     return modes.pop()
 
 
@@ -298,7 +311,9 @@ def jeffreys_terms(
     if len(models) == 2:
         _check_same_chain(chain, models[1].reverse_chain(num_steps))
         if tuple(models[1].sample_shape) != tuple(models[0].sample_shape):
-            raise ValueError(f"model_b's sample shape {models[1].sample_shape} differs from model's {models[0].sample_shape}")
+            raise ValueError(
+                f"model_b's sample shape {models[1].sample_shape} differs from model's {models[0].sample_shape}"
+            )
 
     mode = _shared_guidance_mode(models)
     guided = mode == "cfg" and guidance_scale != 1
@@ -311,7 +326,9 @@ def jeffreys_terms(
     batch_limits = [max_batch_size] * len(models)  # lowered for good after a CUDA out-of-memory
     with torch.inference_mode(), _eval_modes(models):
         conditioning = table.encode()
-        initial, step_noise = trajectory_noise(seed, num_samples, chain.num_steps, shape, dtype, first_sample, antithetic)
+        initial, step_noise = trajectory_noise(
+            seed, num_samples, chain.num_steps, shape, dtype, first_sample, antithetic
+        )
         x = (initial * chain.init_std).to(device).expand(plan.num_trajectories, *initial.shape).clone()
 
         squared = torch.zeros(2, num_pairs, num_samples, chain.num_steps, dtype=torch.float64)
@@ -319,15 +336,24 @@ def jeffreys_terms(
         all_requests = torch.arange(len(plan.requests))
         # The unconditional prediction only moves a trajectory on (with one model on both sides it
         # cancels in the difference), so the last step, after which nothing moves, can skip it.
-        last_step_requests = (plan.cond.flatten().unique() if guided and len(models) == 1 and callback is None
-                              else all_requests)
+        last_step_requests = (
+            plan.cond.flatten().unique() if guided and len(models) == 1 and callback is None else all_requests
+        )
         for step in tqdm(range(chain.num_steps), desc="conjure", disable=_disable(progress_bar), leave=False):
             model_input = x * chain.input_scale[step].to(dtype)
             last = step == chain.num_steps - 1
             # Every trajectory starts from the same x_T: the first step needs each prediction once.
-            outputs = _evaluate(models, plan, conditioning, model_input, chain.timesteps[step], batch_limits,
-                                last_step_requests if last else all_requests, model_options,
-                                states_identical=(step == 0))
+            outputs = _evaluate(
+                models,
+                plan,
+                conditioning,
+                model_input,
+                chain.timesteps[step],
+                batch_limits,
+                last_step_requests if last else all_requests,
+                model_options,
+                states_identical=(step == 0),
+            )
             output_a = _guide(outputs, plan.cond[:, 0], plan.uncond[:, 0] if guided else None, guidance_scale)
             output_b = _guide(outputs, plan.cond[:, 1], plan.uncond[:, 1] if guided else None, guidance_scale)
 
@@ -338,8 +364,11 @@ def jeffreys_terms(
             if last:
                 break
             drive = _guide(outputs, plan.drive_cond, plan.drive_uncond, guidance_scale)
-            x = (chain.x_coef[step].to(dtype) * x + chain.output_coef[step].to(dtype) * drive
-                 + chain.noise_std[step].to(dtype) * step_noise[step].to(device))
+            x = (
+                chain.x_coef[step].to(dtype) * x
+                + chain.output_coef[step].to(dtype) * drive
+                + chain.noise_std[step].to(dtype) * step_noise[step].to(device)
+            )
 
     counted = counted_steps(chain, min_noise, min_timestep)
     weights = all_step_weights(chain, math.prod(shape), counted)
@@ -358,8 +387,15 @@ def _guide(outputs: Tensor, cond: Tensor, uncond: Tensor | None, scale: float) -
 
 
 def _evaluate(
-    models: Sequence[Denoiser], plan: _EvaluationPlan, conditioning: list[Conditioning], x: Tensor, timestep: Tensor,
-    batch_limits: list[int], requests: Tensor, model_options: Mapping[str, float], states_identical: bool = False,
+    models: Sequence[Denoiser],
+    plan: _EvaluationPlan,
+    conditioning: list[Conditioning],
+    x: Tensor,
+    timestep: Tensor,
+    batch_limits: list[int],
+    requests: Tensor,
+    model_options: Mapping[str, float],
+    states_identical: bool = False,
 ) -> Tensor:
     """The predictions ``requests`` asks for, in a ``(len(plan.requests), samples, *shape)`` tensor
     (zero where not asked), in chunks of at most ``batch_limits[m]`` rows.
@@ -371,12 +407,13 @@ def _evaluate(
         keys = (plan.request_model * (plan.request_row.max() + 1) + plan.request_row)[requests]
         unique_keys, inverse = torch.unique(keys, return_inverse=True)
         first = torch.full((len(unique_keys),), len(keys), dtype=torch.long).scatter_reduce(
-            0, inverse, torch.arange(len(keys)), reduce="amin")
-        predictions = _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits,
-                                         requests[first], model_options)[inverse.to(x.device)]
+            0, inverse, torch.arange(len(keys)), reduce="amin"
+        )
+        predictions = _evaluate_requests(
+            models, plan, conditioning, x, timestep, batch_limits, requests[first], model_options
+        )[inverse.to(x.device)]
     else:
-        predictions = _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits, requests,
-                                         model_options)
+        predictions = _evaluate_requests(models, plan, conditioning, x, timestep, batch_limits, requests, model_options)
     if len(requests) == len(plan.requests):  # all of them, in order: nothing to place
         return predictions
     out = torch.zeros((len(plan.requests), *x.shape[1:]), dtype=x.dtype, device=x.device)
@@ -385,8 +422,14 @@ def _evaluate(
 
 
 def _evaluate_requests(
-    models: Sequence[Denoiser], plan: _EvaluationPlan, conditioning: list[Conditioning], x: Tensor, timestep: Tensor,
-    batch_limits: list[int], requests: Tensor, model_options: Mapping[str, float],
+    models: Sequence[Denoiser],
+    plan: _EvaluationPlan,
+    conditioning: list[Conditioning],
+    x: Tensor,
+    timestep: Tensor,
+    batch_limits: list[int],
+    requests: Tensor,
+    model_options: Mapping[str, float],
 ) -> Tensor:
     num_samples = x.shape[1]
     out = torch.empty((len(requests), *x.shape[1:]), dtype=x.dtype, device=x.device)
@@ -397,14 +440,21 @@ def _evaluate_requests(
         chosen = requests[positions]
         rows_x = x[plan.request_trajectory[chosen].to(x.device)].flatten(0, 1)
         rows_cond = repeat_rows(select_rows(conditioning[model_index], plan.request_row[chosen]), num_samples)
-        predictions, batch_limits[model_index] = _predict_in_chunks(model, rows_x, rows_cond, timestep,
-                                                                    batch_limits[model_index], model_options)
-        out[positions.to(x.device)] = predictions.to(device=x.device, dtype=x.dtype).unflatten(0, (len(positions), num_samples))
+        predictions, batch_limits[model_index] = _predict_in_chunks(
+            model, rows_x, rows_cond, timestep, batch_limits[model_index], model_options
+        )
+        out[positions.to(x.device)] = predictions.to(device=x.device, dtype=x.dtype).unflatten(
+            0, (len(positions), num_samples)
+        )
     return out
 
 
 def _predict_in_chunks(
-    model: Denoiser, rows_x: Tensor, rows_cond: Conditioning, timestep: Tensor, batch: int,
+    model: Denoiser,
+    rows_x: Tensor,
+    rows_cond: Conditioning,
+    timestep: Tensor,
+    batch: int,
     model_options: Mapping[str, float],
 ) -> tuple[Tensor, int]:
     """Predictions for all rows in micro-batches of ``batch`` rows, and the micro-batch that worked.
@@ -415,14 +465,19 @@ def _predict_in_chunks(
     while start < rows_x.shape[0]:
         chunk = rows_x[start : start + batch]
         try:
-            output = model.predict_noise(chunk.to(model.device), timestep.to(model.device).expand(chunk.shape[0]),
-                                         select_rows(rows_cond, slice(start, start + batch)), **model_options)
+            output = model.predict_noise(
+                chunk.to(model.device),
+                timestep.to(model.device).expand(chunk.shape[0]),
+                select_rows(rows_cond, slice(start, start + batch)),
+                **model_options,
+            )
         except torch.cuda.OutOfMemoryError:
             if batch == 1:
                 raise
             batch = max(1, batch // 2)
-            warnings.warn(f"CUDA out of memory: retrying with micro-batches of {batch} rows",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"CUDA out of memory: retrying with micro-batches of {batch} rows", RuntimeWarning, stacklevel=2
+            )
             torch.cuda.empty_cache()
             continue
         if output.shape != chunk.shape:

@@ -29,7 +29,9 @@ def _require_evaluate():
     try:
         import evaluate.loading
     except ImportError as error:
-        raise ImportError("the evaluate integration needs the 'evaluate' extra: pip install 'conjure_metrics[evaluate]'") from error
+        raise ImportError(
+            "the evaluate integration needs the 'evaluate' extra: pip install 'conjure_metrics[evaluate]'"
+        ) from error
     return evaluate.loading
 
 
@@ -45,7 +47,9 @@ def install() -> Path:
         (package / "__init__.py").touch()
     target = target_dir / f"{MODULE_NAME}.py"
     shutil.copyfile(source, target)
-    (target_dir / f"{MODULE_NAME}.json").write_text(json.dumps({"original file path": str(source), "local file path": str(target)}))
+    (target_dir / f"{MODULE_NAME}.json").write_text(
+        json.dumps({"original file path": str(source), "local file path": str(target)})
+    )
     return target
 
 

@@ -137,13 +137,22 @@ def explain(
     """
     check_prompts([prompt_a], [prompt_b])
     check_progress_bar(progress_bar)
-    settings = ConjureSettings(num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale,
-                               weighting=weighting, min_noise=min_noise, seed=seed, max_batch_size=max_batch_size,
-                               min_timestep=min_timestep, sampler=sampler)
+    settings = ConjureSettings(
+        num_steps=num_steps,
+        num_samples=num_samples,
+        guidance_scale=guidance_scale,
+        weighting=weighting,
+        min_noise=min_noise,
+        seed=seed,
+        max_batch_size=max_batch_size,
+        min_timestep=min_timestep,
+        sampler=sampler,
+    )
     check_sample_index(sample_index, num_samples)
     denoiser_a, denoiser_b = load_pair(model, model_b, settings.sampler, load_kwargs)
-    return explain_with(prompt_a, prompt_b, denoiser_a, denoiser_b, settings, sample_index=sample_index,
-                        progress_bar=progress_bar)
+    return explain_with(
+        prompt_a, prompt_b, denoiser_a, denoiser_b, settings, sample_index=sample_index, progress_bar=progress_bar
+    )
 
 
 def check_sample_index(sample_index: Any, num_samples: int) -> None:
@@ -154,21 +163,38 @@ def check_sample_index(sample_index: Any, num_samples: int) -> None:
 
 
 def explain_with(
-    prompt_a: str, prompt_b: str, denoiser_a: Denoiser, denoiser_b: Denoiser | None, settings: ConjureSettings, *,
-    sample_index: int, progress_bar: bool | None = False,
+    prompt_a: str,
+    prompt_b: str,
+    denoiser_a: Denoiser,
+    denoiser_b: Denoiser | None,
+    settings: ConjureSettings,
+    *,
+    sample_index: int,
+    progress_bar: bool | None = False,
 ) -> Explanation:
     """:func:`explain` on loaded models and checked arguments (the metric's ``explain`` uses it)."""
     settings = settings.for_mode(comparison_mode(denoiser_b, denoiser_a))
     check_chain_settings(denoiser_a, settings)
     recorder = _Recorder(sample_index)
     max_batch_size = settings.max_batch_size
-    terms = jeffreys_terms([prompt_a], [prompt_b], denoiser_a, denoiser_b, **settings.estimator_kwargs(),
-                           progress_bar=progress_bar, callback=recorder)
+    terms = jeffreys_terms(
+        [prompt_a],
+        [prompt_b],
+        denoiser_a,
+        denoiser_b,
+        **settings.estimator_kwargs(),
+        progress_bar=progress_bar,
+        callback=recorder,
+    )
     x0 = torch.stack(recorder.x0, dim=2)  # (trajectory, prompt, step, *sample_shape)
     with torch.inference_mode():
         flat = x0.flatten(0, 2).to(denoiser_a.device)
-        pixels = torch.cat([decode_to_pixels(denoiser_a, flat[i:i + max_batch_size]).float().cpu()
-                            for i in range(0, len(flat), max_batch_size)])
+        pixels = torch.cat(
+            [
+                decode_to_pixels(denoiser_a, flat[i : i + max_batch_size]).float().cpu()
+                for i in range(0, len(flat), max_batch_size)
+            ]
+        )
     pixels = _as_images(pixels).unflatten(0, x0.shape[:3])
     # A sampler without stochastic steps (counted) has no finite path KL: no girsanov view, as in the metric.
     stochastic = denoiser_a.reverse_chain(int(settings.num_steps)).stochastic.cpu() & terms.counted_steps.cpu()
@@ -176,8 +202,18 @@ def explain_with(
     contributions = {w: terms.contributions(w)[0].mean(dim=0) for w in weightings}
     divergence = {w: float(terms.divergence(w)[0]) for w in weightings}
     difference = (pixels[:, 0] - pixels[:, 1]).abs().mean(dim=2)
-    return Explanation(prompt_a, prompt_b, terms.timesteps, contributions, divergence, pixels.clone(),
-                       difference.clone(), sample_index, terms.counted_steps.clone(), str(settings.weighting))
+    return Explanation(
+        prompt_a,
+        prompt_b,
+        terms.timesteps,
+        contributions,
+        divergence,
+        pixels.clone(),
+        difference.clone(),
+        sample_index,
+        terms.counted_steps.clone(),
+        str(settings.weighting),
+    )
 
 
 def _as_images(pixels: Tensor) -> Tensor:
@@ -189,4 +225,3 @@ def _as_images(pixels: Tensor) -> Tensor:
     elif pixels.shape[1] != 3:
         pixels = pixels[:, :3] if pixels.shape[1] > 3 else pixels.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
     return pixels
-

@@ -24,8 +24,10 @@ def explanation_figure(explanation: Explanation, weighting: str = "simple", high
     except ImportError as error:
         raise ImportError("figures need matplotlib: pip install 'conjure_metrics[plot]'") from error
     if weighting == "girsanov" and weighting not in explanation.contributions:
-        raise ValueError("weighting='girsanov' needs stochastic steps (above the noise floor): a deterministic "
-                         "sampler has no finite path KL; use weighting='simple' or an ancestral sampler")
+        raise ValueError(
+            "weighting='girsanov' needs stochastic steps (above the noise floor): a deterministic "
+            "sampler has no finite path KL; use weighting='simple' or an ancestral sampler"
+        )
     if weighting not in explanation.contributions:
         raise ValueError(f"weighting must be one of {tuple(explanation.contributions)}, got {weighting!r}")
     if isinstance(highlight, bool) or not isinstance(highlight, int) or highlight < 0:
@@ -52,8 +54,13 @@ def explanation_figure(explanation: Explanation, weighting: str = "simple", high
     for trajectory in range(2):
         for step in range(steps):
             ax = figure.add_subplot(grid[4 + trajectory, step])
-            ax.imshow(explanation.difference[trajectory, step].numpy(), cmap="magma", vmin=0,
-                      vmax=float(explanation.difference.max()) or 1.0, interpolation="nearest")
+            ax.imshow(
+                explanation.difference[trajectory, step].numpy(),
+                cmap="magma",
+                vmin=0,
+                vmax=float(explanation.difference.max()) or 1.0,
+                interpolation="nearest",
+            )
             _bare(ax, framed_red=(trajectory, step) in framed)
             if step == 0:
                 ax.set_ylabel(f"|A − B|, traj. {'AB'[trajectory]}", rotation=0, ha="right", va="center", fontsize=8)
@@ -64,8 +71,13 @@ def explanation_figure(explanation: Explanation, weighting: str = "simple", high
     strip.bar(positions + 0.2, contributions[1].numpy(), width=0.4, label="along B (KL(B‖A))", color="tab:blue")
     uncounted = [step for step in range(steps) if not bool(explanation.counted_steps[step])]
     for number, step in enumerate(uncounted):
-        strip.axvspan(step - 0.5, step + 0.5, color="0.88", zorder=0,
-                      label="not counted (below the noise floor)" if number == 0 else None)
+        strip.axvspan(
+            step - 0.5,
+            step + 0.5,
+            color="0.88",
+            zorder=0,
+            label="not counted (below the noise floor)" if number == 0 else None,
+        )
     strip.set_xticks(positions.tolist(), [str(int(t)) for t in explanation.timesteps], fontsize=7)
     strip.set_xlim(-0.5, steps - 0.5)
     strip.set_xlabel("timestep (noisy → clean)", fontsize=8)
@@ -73,8 +85,11 @@ def explanation_figure(explanation: Explanation, weighting: str = "simple", high
     strip.legend(fontsize=7, loc="upper left")
     strip.tick_params(labelsize=7)
     divergence = explanation.divergence[weighting]
-    figure.suptitle(f"“{explanation.prompt_a}” (A) vs “{explanation.prompt_b}” (B): {weighting} J = {divergence:.4g}, "
-                    f"similarity {1 / (1 + divergence):.3f}", fontsize=10)
+    figure.suptitle(
+        f"“{explanation.prompt_a}” (A) vs “{explanation.prompt_b}” (B): {weighting} J = {divergence:.4g}, "
+        f"similarity {1 / (1 + divergence):.3f}",
+        fontsize=10,
+    )
     return figure
 
 

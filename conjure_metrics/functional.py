@@ -118,9 +118,18 @@ def conjure_similarity(
     prompts_a, prompts_b = check_prompts(prompts_a, prompts_b)
     check_progress_bar(progress_bar)
     settings = ConjureSettings(
-        num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale, weighting=weighting,
-        min_noise=min_noise, seed=seed, max_batch_size=max_batch_size, min_timestep=min_timestep,
-        target_stderr=target_stderr, max_samples=max_samples, sampler=sampler)
+        num_steps=num_steps,
+        num_samples=num_samples,
+        guidance_scale=guidance_scale,
+        weighting=weighting,
+        min_noise=min_noise,
+        seed=seed,
+        max_batch_size=max_batch_size,
+        min_timestep=min_timestep,
+        target_stderr=target_stderr,
+        max_samples=max_samples,
+        sampler=sampler,
+    )
     denoiser_a, denoiser_b = load_pair(model, model_b, settings.sampler, load_kwargs)
     return score_pairs(prompts_a, prompts_b, denoiser_a, denoiser_b, settings, progress_bar=progress_bar)
 
@@ -132,8 +141,10 @@ def check_chain_settings(denoiser: Denoiser, settings: ConjureSettings) -> None:
     repeats a timestep, so steps collapse and the divergence is off by their count)."""
     chain = denoiser.reverse_chain(int(settings.num_steps))
     if len(torch.unique(chain.timesteps)) < chain.num_steps:
-        raise ValueError(f"num_steps={int(settings.num_steps)} is more steps than this model's schedule resolves: its "
-                         f"chain repeats timesteps ({len(torch.unique(chain.timesteps))} distinct of {chain.num_steps})")
+        raise ValueError(
+            f"num_steps={int(settings.num_steps)} is more steps than this model's schedule resolves: its "
+            f"chain repeats timesteps ({len(torch.unique(chain.timesteps))} distinct of {chain.num_steps})"
+        )
     counted = counted_steps(chain, settings.min_noise or 0.0, settings.min_timestep)
     if not counted.any():
         raise ValueError(
@@ -150,8 +161,13 @@ def check_chain_settings(denoiser: Denoiser, settings: ConjureSettings) -> None:
 
 
 def score_pairs(
-    prompts_a: Sequence[str], prompts_b: Sequence[str], denoiser_a: Denoiser, denoiser_b: Denoiser | None,
-    settings: ConjureSettings, *, progress_bar: bool | None = False,
+    prompts_a: Sequence[str],
+    prompts_b: Sequence[str],
+    denoiser_a: Denoiser,
+    denoiser_b: Denoiser | None,
+    settings: ConjureSettings,
+    *,
+    progress_bar: bool | None = False,
 ) -> ConjureResult:
     """The computation :func:`conjure_similarity` and the metric share, on checked settings and loaded models.
 
@@ -164,9 +180,16 @@ def score_pairs(
         terms = jeffreys_terms(prompts_a, prompts_b, denoiser_a, denoiser_b, **estimator)
     else:
         estimator["max_samples"] = int(settings.max_samples or 8 * settings.num_samples)
-        terms = adaptive_jeffreys_terms(prompts_a, prompts_b, denoiser_a, denoiser_b,
-                                        target_stderr=float(settings.target_stderr),
-                                        weighting=settings.weighting, **estimator)
+        terms = adaptive_jeffreys_terms(
+            prompts_a,
+            prompts_b,
+            denoiser_a,
+            denoiser_b,
+            target_stderr=float(settings.target_stderr),
+            weighting=settings.weighting,
+            **estimator,
+        )
     divergence = terms.divergence(settings.weighting)
-    return ConjureResult(divergence_to_similarity(divergence), divergence, terms.stderr(settings.weighting), terms,
-                         settings)
+    return ConjureResult(
+        divergence_to_similarity(divergence), divergence, terms.stderr(settings.weighting), terms, settings
+    )

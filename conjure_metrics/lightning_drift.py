@@ -45,8 +45,10 @@ _BASE_NAME, _TRAINED_NAME = "start", "trained"
 def _module_denoiser(pl_module: L.LightningModule) -> Denoiser:
     denoiser = getattr(pl_module, "denoiser", None)
     if denoiser is None:
-        raise AttributeError(f"{type(pl_module).__name__} has no `denoiser` attribute; pass denoiser_fn to "
-                             "ConceptDrift (a function of the LightningModule returning a Denoiser)")
+        raise AttributeError(
+            f"{type(pl_module).__name__} has no `denoiser` attribute; pass denoiser_fn to "
+            "ConceptDrift (a function of the LightningModule returning a Denoiser)"
+        )
     return denoiser
 
 
@@ -173,8 +175,14 @@ class ConceptDrift(L.Callback):
         {}
     """
 
-    def __init__(self, prompts: Sequence[str], groups: Sequence[str | None] | None = None, every_n_epochs: int = 1,
-                 denoiser_fn: DenoiserFn | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        prompts: Sequence[str],
+        groups: Sequence[str | None] | None = None,
+        every_n_epochs: int = 1,
+        denoiser_fn: DenoiserFn | None = None,
+        **settings: Any,
+    ) -> None:
         super().__init__()
         self.grouped = group_prompts(prompts, groups)
         if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
@@ -213,27 +221,38 @@ class ConceptDrift(L.Callback):
             raise RuntimeError("ConceptDrift has no starting point before on_fit_start")
         prompts = list(self.grouped.prompts)
         share = -(-len(prompts) // world_size)
-        mine = prompts[rank * share:(rank + 1) * share]
+        mine = prompts[rank * share : (rank + 1) * share]
         scores = self._score(mine, trained) if mine else {}
         if world_size > 1:
             gathered: list[Any] = [None] * world_size
             torch.distributed.all_gather_object(gathered, scores)
             scores = {k: v for part in gathered for k, v in part.items()}
         info = CheckpointInfo(_TRAINED_NAME, None, 1)
-        return assemble_report(_BASE_NAME, [info], prompts, list(self.grouped.groups), scores,
-                               self.settings.record(exclude=("target_stderr", "max_samples")),
-                               computed=len(scores), reused=0)
+        return assemble_report(
+            _BASE_NAME,
+            [info],
+            prompts,
+            list(self.grouped.groups),
+            scores,
+            self.settings.record(exclude=("target_stderr", "max_samples")),
+            computed=len(scores),
+            reused=0,
+        )
 
     def _score(self, prompts: list[str], trained: Denoiser) -> dict[tuple[str, str], dict[str, Any]]:
         # The same computation, per prompt, as drift_report's (score_pairs of base vs checkpoint).
         result = score_pairs(prompts, prompts, self._start, trained, self.settings, progress_bar=False)
         per_sample = result.terms.samples(result.settings.weighting)
         stderr = [float(s) for s in result.stderr]
-        return {(_TRAINED_NAME, prompt): {"divergence": float(result.divergence[i]),
-                                          "stderr": None if stderr[i] != stderr[i] else stderr[i],
-                                          "similarity": float(result.similarity[i]),
-                                          "samples": per_sample[i].tolist()}
-                for i, prompt in enumerate(prompts)}
+        return {
+            (_TRAINED_NAME, prompt): {
+                "divergence": float(result.divergence[i]),
+                "stderr": None if stderr[i] != stderr[i] else stderr[i],
+                "similarity": float(result.similarity[i]),
+                "samples": per_sample[i].tolist(),
+            }
+            for i, prompt in enumerate(prompts)
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """Empty: the starting point is rebuilt at each fit start and never enters a checkpoint."""

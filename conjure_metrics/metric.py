@@ -94,9 +94,18 @@ class ConjureSimilarity(PairSimilarityMetric):
     ) -> None:
         super().__init__(**kwargs)
         settings = ConjureSettings(
-            num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale, weighting=weighting,
-            min_noise=min_noise, seed=seed, max_batch_size=max_batch_size, min_timestep=min_timestep,
-            target_stderr=target_stderr, max_samples=max_samples, sampler=sampler)
+            num_steps=num_steps,
+            num_samples=num_samples,
+            guidance_scale=guidance_scale,
+            weighting=weighting,
+            min_noise=min_noise,
+            seed=seed,
+            max_batch_size=max_batch_size,
+            min_timestep=min_timestep,
+            target_stderr=target_stderr,
+            max_samples=max_samples,
+            sampler=sampler,
+        )
         check_progress_bar(progress_bar)
         self.progress_bar = progress_bar
         load_kwargs = load_kwargs or {}

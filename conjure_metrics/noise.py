@@ -20,8 +20,13 @@ def sample_seed(seed: int, sample_index: int) -> int:
 
 
 def trajectory_noise(
-    seed: int, num_samples: int, num_steps: int, sample_shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
-    first_sample: int = 0, antithetic: bool = False,
+    seed: int,
+    num_samples: int,
+    num_steps: int,
+    sample_shape: tuple[int, ...],
+    dtype: torch.dtype = torch.float32,
+    first_sample: int = 0,
+    antithetic: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Initial states ``(num_samples, *shape)`` and step noise ``(num_steps, num_samples, *shape)``, on CPU,
     for samples ``first_sample, first_sample + 1, ...``.

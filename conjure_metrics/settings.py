@@ -116,23 +116,28 @@ class ConjureSettings:
             if self.min_noise >= 1:
                 raise ValueError(f"min_noise must be below 1 (pure noise), got {self.min_noise}")
         if self.weighting is not None and self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS} (or None for the mode's default), "
-                             f"got {self.weighting!r}")
+            raise ValueError(
+                f"weighting must be one of {WEIGHTINGS} (or None for the mode's default), got {self.weighting!r}"
+            )
         if self.target_stderr is not None:
             if isinstance(self.target_stderr, bool) or not isinstance(self.target_stderr, Real):
                 raise TypeError(f"target_stderr must be a number or None, got {type(self.target_stderr).__name__}")
             if not math.isfinite(self.target_stderr) or self.target_stderr <= 0:
                 raise ValueError(f"target_stderr must be finite and positive, got {self.target_stderr}")
             if self.num_samples < 2:
-                raise ValueError(f"num_samples must be at least 2 with target_stderr (the pilot round measures "
-                                 f"the spread), got {self.num_samples}")
+                raise ValueError(
+                    f"num_samples must be at least 2 with target_stderr (the pilot round measures "
+                    f"the spread), got {self.num_samples}"
+                )
         if self.max_samples is not None:
             _check_int("max_samples", self.max_samples)
             least = self.num_samples + 2 if self.target_stderr is not None else self.num_samples
             if self.max_samples < least:
-                raise ValueError(f"max_samples ({self.max_samples}) must be at least {least}: num_samples "
-                                 f"({self.num_samples})" + (" for the pilot, then 2 fresh samples"
-                                                            if self.target_stderr is not None else ""))
+                raise ValueError(
+                    f"max_samples ({self.max_samples}) must be at least {least}: num_samples "
+                    f"({self.num_samples})"
+                    + (" for the pilot, then 2 fresh samples" if self.target_stderr is not None else "")
+                )
         if self.sampler is not None and not (isinstance(self.sampler, str) and self.sampler):
             raise TypeError(f"sampler must be a sampler name or None, got {self.sampler!r}")
         # One representation per value (4 and 4.0, numpy scalars): records and results keys must agree.
@@ -165,10 +170,15 @@ class ConjureSettings:
         """Arguments of :func:`~conjure_metrics.jeffreys_terms` (resolved settings only)."""
         if self.weighting is None or self.min_noise is None:
             raise ValueError("resolve the mode's defaults first: settings.for_mode(mode)")
-        return dict(num_steps=int(self.num_steps), num_samples=int(self.num_samples),
-                    guidance_scale=float(self.guidance_scale), seed=int(self.seed),
-                    max_batch_size=int(self.max_batch_size), min_noise=float(self.min_noise),
-                    min_timestep=float(self.min_timestep))
+        return dict(
+            num_steps=int(self.num_steps),
+            num_samples=int(self.num_samples),
+            guidance_scale=float(self.guidance_scale),
+            seed=int(self.seed),
+            max_batch_size=int(self.max_batch_size),
+            min_noise=float(self.min_noise),
+            min_timestep=float(self.min_timestep),
+        )
 
     def record(self, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
         """The settings as plain values (for JSON outputs and results keys), but those in ``exclude``."""

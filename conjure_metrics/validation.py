@@ -30,20 +30,39 @@ def check_prompts(prompts_a: Any, prompts_b: Any) -> tuple[list[str], list[str]]
             _check_encodable(name, index, prompt)
         checked.append(list(prompts))
     if len(checked[0]) != len(checked[1]):
-        raise ValueError(f"prompts_a and prompts_b must have the same length, got {len(checked[0])} and {len(checked[1])}")
+        raise ValueError(
+            f"prompts_a and prompts_b must have the same length, got {len(checked[0])} and {len(checked[1])}"
+        )
     if not checked[0]:
         raise ValueError("prompts_a and prompts_b are empty: pass at least one pair")
     return checked[0], checked[1]
 
 
 def check_settings(
-    num_steps: Any, num_samples: Any, guidance_scale: Any, weighting: Any, seed: Any, max_batch_size: Any,
-    min_timestep: Any = 0, target_stderr: Any = None, max_samples: Any = None, min_noise: Any = None,
+    num_steps: Any,
+    num_samples: Any,
+    guidance_scale: Any,
+    weighting: Any,
+    seed: Any,
+    max_batch_size: Any,
+    min_timestep: Any = 0,
+    target_stderr: Any = None,
+    max_samples: Any = None,
+    min_noise: Any = None,
 ) -> ConjureSettings:
     """Raise ``TypeError`` / ``ValueError`` naming the first bad estimator setting; the checked settings."""
-    return ConjureSettings(num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale,
-                           weighting=weighting, seed=seed, max_batch_size=max_batch_size, min_noise=min_noise,
-                           min_timestep=min_timestep, target_stderr=target_stderr, max_samples=max_samples)
+    return ConjureSettings(
+        num_steps=num_steps,
+        num_samples=num_samples,
+        guidance_scale=guidance_scale,
+        weighting=weighting,
+        seed=seed,
+        max_batch_size=max_batch_size,
+        min_noise=min_noise,
+        min_timestep=min_timestep,
+        target_stderr=target_stderr,
+        max_samples=max_samples,
+    )
 
 
 def _check_encodable(name: str, index: int, prompt: str) -> None:
@@ -52,8 +71,9 @@ def _check_encodable(name: str, index: int, prompt: str) -> None:
     try:
         prompt.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise ValueError(f"{name}[{index}] is not valid text: lone surrogate {prompt[error.start]!r} "
-                         f"at character {error.start}") from None
+        raise ValueError(
+            f"{name}[{index}] is not valid text: lone surrogate {prompt[error.start]!r} at character {error.start}"
+        ) from None
 
 
 def check_progress_bar(progress_bar: Any) -> None:

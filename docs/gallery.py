@@ -1,6 +1,6 @@
 """Render the gallery of ``explain`` figures from the embedded conjure-zoo model.
 
-    python docs/gallery.py          # writes docs/images/gallery_*.png
+python docs/gallery.py          # writes docs/images/gallery_*.png
 """
 
 from __future__ import annotations

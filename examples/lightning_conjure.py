@@ -44,7 +44,13 @@ class ZooTrainingBatches(Dataset):
     """Batch ``i`` is the zoo world's deterministic training batch for step ``i`` (captions, images)."""
 
     def __init__(self, tokenizer: Any, batch_size: int, length: int, image_size: int, seed: int = 0) -> None:
-        self.tokenizer, self.batch_size, self.length, self.image_size, self.seed = tokenizer, batch_size, length, image_size, seed
+        self.tokenizer, self.batch_size, self.length, self.image_size, self.seed = (
+            tokenizer,
+            batch_size,
+            length,
+            image_size,
+            seed,
+        )
 
     def __len__(self) -> int:
         return self.length
@@ -76,9 +82,18 @@ def collate_pairs(items: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
 class ConjureFineTuner(L.LightningModule):
     """Fine-tunes a pixel-space diffusers UNet; logs ConjureSimilarity of held-out pairs each validation."""
 
-    def __init__(self, model_path: str | None = None, lr: float = 1e-4, num_steps: int = 10, num_samples: int = 2,
-                 guidance_scale: float = 3.0, seed: int = 0, track_drift: bool = False, with_metric: bool = True,
-                 validation_pairs: Sequence[tuple[str, str]] = VALIDATION_PAIRS) -> None:
+    def __init__(
+        self,
+        model_path: str | None = None,
+        lr: float = 1e-4,
+        num_steps: int = 10,
+        num_samples: int = 2,
+        guidance_scale: float = 3.0,
+        seed: int = 0,
+        track_drift: bool = False,
+        with_metric: bool = True,
+        validation_pairs: Sequence[tuple[str, str]] = VALIDATION_PAIRS,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -133,7 +148,7 @@ class ConjureFineTuner(L.LightningModule):
     def val_dataloader(self) -> DataLoader:
         rank, world = self.trainer.global_rank, self.trainer.world_size
         n = len(self.validation_pairs)
-        shard = self.validation_pairs[rank * n // world:(rank + 1) * n // world]
+        shard = self.validation_pairs[rank * n // world : (rank + 1) * n // world]
         return DataLoader(PromptPairs(shard), batch_size=2, collate_fn=collate_pairs)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -151,8 +166,17 @@ class SaveResults(L.Callback):
             return
         out = Path(self.out)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        out.write_text(json.dumps({"metrics": metrics, "global_step": trainer.global_step,
-                                   "world_size": trainer.world_size, "unet_dtype": str(module.unet.dtype)}, indent=2))
+        out.write_text(
+            json.dumps(
+                {
+                    "metrics": metrics,
+                    "global_step": trainer.global_step,
+                    "world_size": trainer.world_size,
+                    "unet_dtype": str(module.unet.dtype),
+                },
+                indent=2,
+            )
+        )
         module.unet.save_pretrained(out.with_suffix(".unet"))
 
 
@@ -170,12 +194,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
-    module = ConjureFineTuner(args.model, num_steps=args.conjure_steps, num_samples=args.conjure_samples,
-                              track_drift=args.track_drift)
-    trainer = L.Trainer(accelerator="cpu", devices=args.devices, strategy=args.strategy, precision=args.precision,
-                        max_steps=args.max_steps, limit_val_batches=1.0, num_sanity_val_steps=0,
-                        use_distributed_sampler=False, enable_checkpointing=False, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[SaveResults(args.out)])
+    module = ConjureFineTuner(
+        args.model, num_steps=args.conjure_steps, num_samples=args.conjure_samples, track_drift=args.track_drift
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=args.devices,
+        strategy=args.strategy,
+        precision=args.precision,
+        max_steps=args.max_steps,
+        limit_val_batches=1.0,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        enable_checkpointing=False,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SaveResults(args.out)],
+    )
     trainer.fit(module)
     trainer.validate(module, verbose=False)
     if trainer.global_rank == 0:

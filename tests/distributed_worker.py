@@ -29,13 +29,20 @@ def run(rank: int, world_size: int, port: int, build: Callable, jobs: list, out_
             metric = build(name, user_gather)
             start, stop = slices[rank]
             for i in range(start, stop, 2):
-                metric.update(prompts_a[i:min(i + 2, stop)], prompts_b[i:min(i + 2, stop)])
+                metric.update(prompts_a[i : min(i + 2, stop)], prompts_b[i : min(i + 2, stop)])
             mean = metric.compute()
             compute_gathers = len(gathered)
             pairs = metric.pair_results()
-            torch.save({"mean": mean, "pairs": pairs, "local_pairs": int(metric.num_pairs.item()),
-                        "compute_gathers": compute_gathers, "pair_results_gathers": len(gathered) - compute_gathers},
-                       os.path.join(out_dir, f"{name}-{scenario}-rank{rank}.pt"))
+            torch.save(
+                {
+                    "mean": mean,
+                    "pairs": pairs,
+                    "local_pairs": int(metric.num_pairs.item()),
+                    "compute_gathers": compute_gathers,
+                    "pair_results_gathers": len(gathered) - compute_gathers,
+                },
+                os.path.join(out_dir, f"{name}-{scenario}-rank{rank}.pt"),
+            )
         dist.barrier()  # no teardown while the other rank is still in a collective
     finally:
         dist.destroy_process_group()

@@ -25,16 +25,34 @@ def _prompt_distributions(dim: int, seed: int) -> tuple[dict[str, torch.Tensor],
     return means, variances
 
 
-def gaussian_model(schedule: str = "linear", dim: int = 16, sampler: str = "ddpm", eta: float = 1.0,
-                   seed: int = 0, prediction_type: str = "epsilon") -> GaussianConditionals:
+def gaussian_model(
+    schedule: str = "linear",
+    dim: int = 16,
+    sampler: str = "ddpm",
+    eta: float = 1.0,
+    seed: int = 0,
+    prediction_type: str = "epsilon",
+) -> GaussianConditionals:
     """A variance-preserving model of the five prompts' Gaussian data."""
     means, variances = _prompt_distributions(dim, seed)
-    return GaussianConditionals(means, variances, torch.cumprod(1 - SCHEDULES[schedule](), 0), sampler=sampler, eta=eta,
-                                prediction_type=prediction_type)
+    return GaussianConditionals(
+        means,
+        variances,
+        torch.cumprod(1 - SCHEDULES[schedule](), 0),
+        sampler=sampler,
+        eta=eta,
+        prediction_type=prediction_type,
+    )
 
 
-def flow_gaussian_model(sampler: str = "sde", dim: int = 16, shift: float = 3.0, mu: float | None = None,
-                        noise_level: float = DEFAULT_FLOW_NOISE_LEVEL, seed: int = 0) -> FlowGaussianConditionals:
+def flow_gaussian_model(
+    sampler: str = "sde",
+    dim: int = 16,
+    shift: float = 3.0,
+    mu: float | None = None,
+    noise_level: float = DEFAULT_FLOW_NOISE_LEVEL,
+    seed: int = 0,
+) -> FlowGaussianConditionals:
     """A flow-matching model of the five prompts' Gaussian data (SD3's static shift by default)."""
     means, variances = _prompt_distributions(dim, seed)
     return FlowGaussianConditionals(means, variances, sampler=sampler, noise_level=noise_level, shift=shift, mu=mu)
@@ -42,7 +60,9 @@ def flow_gaussian_model(sampler: str = "sde", dim: int = 16, shift: float = 3.0,
 
 def snapshot_state(metric) -> dict:
     """A deep copy of a metric's accumulated state."""
-    return {name: [t.clone() for t in v] if isinstance(v, list) else v.clone() for name, v in metric.metric_state.items()}
+    return {
+        name: [t.clone() for t in v] if isinstance(v, list) else v.clone() for name, v in metric.metric_state.items()
+    }
 
 
 def assert_same_state(before: dict, after: dict) -> None:
@@ -50,7 +70,9 @@ def assert_same_state(before: dict, after: dict) -> None:
     assert before.keys() == after.keys()
     for name in before:
         if isinstance(before[name], list):
-            assert len(before[name]) == len(after[name]) and all(torch.equal(x, y) for x, y in zip(before[name], after[name]))
+            assert len(before[name]) == len(after[name]) and all(
+                torch.equal(x, y) for x, y in zip(before[name], after[name])
+            )
         else:
             assert torch.equal(before[name], after[name])
 

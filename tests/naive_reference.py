@@ -26,9 +26,19 @@ import torch
 from conjure_metrics.noise import trajectory_noise
 
 
-def naive_divergence(prompt_a: str, prompt_b: str, denoiser, *, num_steps: int, num_samples: int,
-                     guidance_scale: float, seed: int, weighting: str = "simple", min_timestep: float = 0,
-                     min_noise: float = 0) -> torch.Tensor:
+def naive_divergence(
+    prompt_a: str,
+    prompt_b: str,
+    denoiser,
+    *,
+    num_steps: int,
+    num_samples: int,
+    guidance_scale: float,
+    seed: int,
+    weighting: str = "simple",
+    min_timestep: float = 0,
+    min_noise: float = 0,
+) -> torch.Tensor:
     """Per-sample Jeffreys estimates ``(num_samples,)`` of one pair (float64).
 
     Example:
@@ -43,8 +53,10 @@ def naive_divergence(prompt_a: str, prompt_b: str, denoiser, *, num_steps: int, 
     chain = denoiser.reverse_chain(num_steps)
     dtype = torch.float64 if getattr(denoiser, "dtype", None) == torch.float64 else torch.float32
     initial, step_noise = trajectory_noise(seed, num_samples, num_steps, tuple(denoiser.sample_shape), dtype)
-    counted = [float(chain.landing_noise_level[i]) >= min_noise and float(chain.timesteps[i]) >= min_timestep
-               for i in range(num_steps)]
+    counted = [
+        float(chain.landing_noise_level[i]) >= min_noise and float(chain.timesteps[i]) >= min_timestep
+        for i in range(num_steps)
+    ]
     num_counted = max(sum(counted), 1)
     eps_factor = chain.eps_factor.double()
     output_coef, noise_std = chain.output_coef.double(), chain.noise_std.double()
@@ -75,6 +87,9 @@ def naive_divergence(prompt_a: str, prompt_b: str, denoiser, *, num_steps: int, 
                     elif counted[i] and noise_std[i] > 0:
                         samples[j] += output_coef[i] ** 2 * squared / (2 * noise_std[i] ** 2)
                     drive = out_a if driver == prompt_a else out_b
-                    x = (chain.x_coef[i].to(dtype) * x + chain.output_coef[i].to(dtype) * drive
-                         + chain.noise_std[i].to(dtype) * step_noise[i, j])
+                    x = (
+                        chain.x_coef[i].to(dtype) * x
+                        + chain.output_coef[i].to(dtype) * drive
+                        + chain.noise_std[i].to(dtype) * step_noise[i, j]
+                    )
     return samples

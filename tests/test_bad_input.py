@@ -85,9 +85,12 @@ def test_leading_timesteps_refuses_more_steps_than_the_schedule_has():
 
 def test_a_chain_that_repeats_timesteps_is_refused_naming_num_steps(model):
     abar = torch.cumprod(1 - linear_betas(), 0)
-    collapsing = CallableDenoiser(encode_prompts=model.encode_prompts, predict_noise=model.predict_noise,
-                                  reverse_chain=lambda n: ddpm_chain(abar, torch.zeros(n, dtype=torch.long)),
-                                  sample_shape=(4,))
+    collapsing = CallableDenoiser(
+        encode_prompts=model.encode_prompts,
+        predict_noise=model.predict_noise,
+        reverse_chain=lambda n: ddpm_chain(abar, torch.zeros(n, dtype=torch.long)),
+        sample_shape=(4,),
+    )
     with pytest.raises(ValueError, match="num_steps=3 is more steps than this model's schedule resolves"):
         check_chain_settings(collapsing, ConjureSettings(num_steps=3).for_mode("prompts"))
 
@@ -101,16 +104,28 @@ def test_a_misspelt_setting_with_a_model_object_is_a_type_error_naming_it(keywor
         conjure_similarity(["tiger"], ["zebra"], model, **{keyword: 3})
 
 
-@pytest.mark.parametrize(("keyword", "closest"),
-                         [("num_step", "num_steps"), ("guidance", "guidance_scale"), ("samples", "num_samples")])
+@pytest.mark.parametrize(
+    ("keyword", "closest"), [("num_step", "num_steps"), ("guidance", "guidance_scale"), ("samples", "num_samples")]
+)
 def test_loading_options_name_a_misspelt_setting_and_the_closest_setting(keyword, closest):
-    with pytest.raises(TypeError, match=f"unknown keyword argument '{keyword}' \\(did you mean the setting '{closest}'"):
+    with pytest.raises(
+        TypeError, match=f"unknown keyword argument '{keyword}' \\(did you mean the setting '{closest}'"
+    ):
         check_loading_options(DiffusersDenoiser, {keyword: 3})
 
 
 def test_loading_options_accept_what_the_adapter_loads_or_builds_with():
-    check_loading_options(DiffusersDenoiser, {"torch_dtype": torch.float32, "device": "cpu", "eta": 0.5,
-                                              "sample_size": 8, "load_vae": False, "local_files_only": True})
+    check_loading_options(
+        DiffusersDenoiser,
+        {
+            "torch_dtype": torch.float32,
+            "device": "cpu",
+            "eta": 0.5,
+            "sample_size": 8,
+            "load_vae": False,
+            "local_files_only": True,
+        },
+    )
     check_loading_options(FluxDenoiser, {"guidance": "embedded", "components": {}})
 
 
@@ -145,7 +160,10 @@ def test_pairs_on_a_fifo_is_refused_without_reading_it(tmp_path, capsys):
     writer = threading.Thread(target=_open_writer_when_read, args=(fifo, time.monotonic() + 20), daemon=True)
     writer.start()
     assert main(["similarity", "--pairs", str(fifo), "--model", "/no/such/model", "--quiet"]) == 2
-    assert _one_error_line(capsys) == f"conjure: error: --pairs {fifo}: not a regular file (a pipe, device or socket); give a text file"
+    assert (
+        _one_error_line(capsys)
+        == f"conjure: error: --pairs {fifo}: not a regular file (a pipe, device or socket); give a text file"
+    )
 
 
 def test_drift_prompts_on_a_fifo_is_refused_without_reading_it(tmp_path):
@@ -177,11 +195,13 @@ def test_explain_out_that_is_empty_or_a_directory_is_refused_before_any_work(out
 @pytest.mark.parametrize("command", ["similarity", "compare", "explain", "sts", "drift"])
 def test_json_naming_a_directory_is_refused_before_any_work(command, tmp_path, capsys):
     # A missing model (or data file) would be the error if --json were checked only after the work starts.
-    argv = {"similarity": ["similarity", "a", "b", "--model", "/no/such/model"],
-            "compare": ["compare", "/no/such/base", "/no/such/other", "--prompt", "a"],
-            "explain": ["explain", "a", "b", "--model", "/no/such/model", "--out", str(tmp_path / "x.png")],
-            "sts": ["sts", "--data", "/no/such/data.tsv"],
-            "drift": ["drift", "/no/such/base", "/no/such/checkpoint", "--prompts", "/no/such/prompts.txt"]}[command]
+    argv = {
+        "similarity": ["similarity", "a", "b", "--model", "/no/such/model"],
+        "compare": ["compare", "/no/such/base", "/no/such/other", "--prompt", "a"],
+        "explain": ["explain", "a", "b", "--model", "/no/such/model", "--out", str(tmp_path / "x.png")],
+        "sts": ["sts", "--data", "/no/such/data.tsv"],
+        "drift": ["drift", "/no/such/base", "/no/such/checkpoint", "--prompts", "/no/such/prompts.txt"],
+    }[command]
     assert main([*argv, "--json", str(tmp_path), "--quiet"]) == 2
     assert _one_error_line(capsys) == f"conjure: error: --json {tmp_path}: is a directory; give a file name"
 
@@ -262,8 +282,9 @@ def test_an_empty_folder_given_as_the_model_says_model_index_json_was_expected(t
         pipeline_class_name(tmp_path)
 
 
-@pytest.mark.parametrize(("device", "message"), [("meta", "meta tensors hold no values"),
-                                                 ("xla", "not available on this machine")])
+@pytest.mark.parametrize(
+    ("device", "message"), [("meta", "meta tensors hold no values"), ("xla", "not available on this machine")]
+)
 def test_a_device_that_cannot_compute_is_one_line(device, message, capsys):
     assert main(["similarity", "a", "b", "--device", device, "--quiet"]) == 2
     assert _one_error_line(capsys).startswith(f"conjure: error: --device {device}: {message}")
@@ -278,7 +299,9 @@ def test_a_sample_index_that_is_not_an_int_is_a_type_error_and_leaves_the_state(
 
 
 def test_a_lone_surrogate_in_a_prompt_is_a_value_error_naming_its_index():
-    with pytest.raises(ValueError, match="prompts_a\\[1\\] is not valid text: lone surrogate '\\\\ud800' at character 2"):
+    with pytest.raises(
+        ValueError, match="prompts_a\\[1\\] is not valid text: lone surrogate '\\\\ud800' at character 2"
+    ):
         check_prompts(["tiger", "a \ud800 cat"], ["zebra", "fox"])
 
 
@@ -291,7 +314,10 @@ def test_a_lone_surrogate_leaves_the_metric_state_untouched(metric):
 
 def test_sts_data_from_dev_null_is_not_a_regular_file(capsys):
     assert main(["sts", "--data", os.devnull, "--quiet"]) == 2
-    assert _one_error_line(capsys) == f"conjure: error: {os.devnull}: not a regular file (a pipe, device or socket); give a text file"
+    assert (
+        _one_error_line(capsys)
+        == f"conjure: error: {os.devnull}: not a regular file (a pipe, device or socket); give a text file"
+    )
 
 
 def test_sts_data_from_dev_null_with_a_format_is_not_a_regular_file():
@@ -346,7 +372,9 @@ def gaussian_cli(monkeypatch):
 def test_similarity_reports_one_line_per_stage_on_stderr_when_not_a_terminal(gaussian_cli, capsys):
     assert main(["similarity", "tiger", "zebra", "--model", "gauss", "--steps", "4", "--samples", "2"]) == 0
     assert capsys.readouterr().err.splitlines() == [
-        "conjure: loading gauss", "conjure: scoring 1 pair(s): 4 steps x 2 sample(s) (no bar: not a terminal)"]
+        "conjure: loading gauss",
+        "conjure: scoring 1 pair(s): 4 steps x 2 sample(s) (no bar: not a terminal)",
+    ]
 
 
 def test_quiet_similarity_writes_nothing_to_stderr(gaussian_cli, capsys):
@@ -356,11 +384,14 @@ def test_quiet_similarity_writes_nothing_to_stderr(gaussian_cli, capsys):
 
 @pytest.mark.parametrize("quiet", [False, True])
 def test_library_loading_bars_are_off_while_the_cli_loads_a_model(quiet, gaussian_cli, capsys):
-    assert main(["similarity", "tiger", "zebra", "--steps", "4", "--samples", "2", *(["--quiet"] if quiet else [])]) == 0
+    assert (
+        main(["similarity", "tiger", "zebra", "--steps", "4", "--samples", "2", *(["--quiet"] if quiet else [])]) == 0
+    )
     assert gaussian_cli == [False]
 
 
-@pytest.mark.parametrize(("stream", "quiet", "bar"), [(_Terminal(), False, True), (_Terminal(), True, False),
-                                                      (io.StringIO(), False, False)])
+@pytest.mark.parametrize(
+    ("stream", "quiet", "bar"), [(_Terminal(), False, True), (_Terminal(), True, False), (io.StringIO(), False, False)]
+)
 def test_the_estimators_bar_shows_on_a_terminal_unless_quiet(stream, quiet, bar):
     assert Stages(quiet, stream).bar is bar

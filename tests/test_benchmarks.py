@@ -14,15 +14,33 @@ pytestmark = pytest.mark.slow
 
 def _run(script, *args):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, env=env, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
 
 def test_bench_gpu_runs_on_cpu_at_a_tiny_size(tmp_path):
     out = tmp_path / "gpu.json"
-    _run("bench_gpu.py", "--tiny", "--device", "cpu", "--pairs", "2", "--steps", "2", "--samples", "1",
-         "--repeats", "1", "--max-batch-size", "8", "--out", str(out))
+    _run(
+        "bench_gpu.py",
+        "--tiny",
+        "--device",
+        "cpu",
+        "--pairs",
+        "2",
+        "--steps",
+        "2",
+        "--samples",
+        "1",
+        "--repeats",
+        "1",
+        "--max-batch-size",
+        "8",
+        "--out",
+        str(out),
+    )
     result = json.loads(out.read_text())
     assert result["gflops_per_unet_eval"] > 0 and result["engine_evals_per_s"] > 0
     assert 0 < result["engine_share_of_ceiling"] and result["projected_stsb_test_minutes"] > 0
@@ -34,9 +52,28 @@ def test_bench_gpu_compiled_and_tuned_path_runs_on_cpu(tmp_path):
     # is traced but not lowered to kernels (aot_eager): inductor on a UNet is test_compiled_denoiser's
     # job, and tuned inductor settings take minutes of CPU to apply to the same graph again.
     out = tmp_path / "gpu_compiled.json"
-    _run("bench_gpu.py", "--tiny", "--device", "cpu", "--pairs", "2", "--steps", "2", "--samples", "1",
-         "--repeats", "1", "--max-batch-size", "8", "--compile", "--compile-backend", "aot_eager", "--tuned",
-         "--out", str(out))
+    _run(
+        "bench_gpu.py",
+        "--tiny",
+        "--device",
+        "cpu",
+        "--pairs",
+        "2",
+        "--steps",
+        "2",
+        "--samples",
+        "1",
+        "--repeats",
+        "1",
+        "--max-batch-size",
+        "8",
+        "--compile",
+        "--compile-backend",
+        "aot_eager",
+        "--tuned",
+        "--out",
+        str(out),
+    )
     result = json.loads(out.read_text())
     assert result["settings"]["compile"] and result["settings"]["tuned"]
     assert result["engine_evals_per_s"] > 0 and result["unet_ceiling_evals_per_s"] > 0
@@ -53,7 +90,11 @@ def test_bench_engine_quick_run_compares_with_the_naive_loop(tmp_path):
     assert all(r["max_rel_diff_vs_naive"] < 1e-4 for r in runs)
     # Counted, not timed: on the same pairs the engine asks the model for fewer rows than the naive loop.
     for naive in (r for r in runs if r["engine"] == "naive"):
-        same = [r for r in runs if r["engine"] == "batched" and (r["model"], r["workload"], r["pairs"])
-                == (naive["model"], naive["workload"], naive["pairs"])]
+        same = [
+            r
+            for r in runs
+            if r["engine"] == "batched"
+            and (r["model"], r["workload"], r["pairs"]) == (naive["model"], naive["workload"], naive["pairs"])
+        ]
         assert same and all(r["denoiser_rows"] < naive["denoiser_rows"] for r in same)
     assert all("attainable_speedup" in r and "share_of_attainable" in r for r in runs if r["engine"] == "batched")

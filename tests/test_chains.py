@@ -6,8 +6,14 @@ from diffusers import DDIMScheduler, DDPMScheduler, EulerAncestralDiscreteSchedu
 
 from conjure_metrics.chains import ddim_chain, ddpm_chain, euler_ancestral_chain
 
-SCHEDULER_CONFIG = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                        timestep_spacing="leading", steps_offset=1)
+SCHEDULER_CONFIG = dict(
+    beta_schedule="scaled_linear",
+    beta_start=0.00085,
+    beta_end=0.012,
+    clip_sample=False,
+    timestep_spacing="leading",
+    steps_offset=1,
+)
 EULER_CONFIG = {k: v for k, v in SCHEDULER_CONFIG.items() if k != "clip_sample"}
 SHAPE = (2, 3, 4, 4)
 PREDICTION_TYPES = ["epsilon", "v_prediction", "sample"]
@@ -40,11 +46,18 @@ def test_ddpm_chain_matches_diffusers_step(num_steps, prediction_type):
 def test_ddim_chain_matches_diffusers_step_with_eta(prediction_type):
     scheduler = DDIMScheduler(**SCHEDULER_CONFIG, prediction_type=prediction_type)
     scheduler.set_timesteps(8)
-    chain = ddim_chain(scheduler.alphas_cumprod, scheduler.timesteps, eta=0.7,
-                       final_alpha_cumprod=float(scheduler.final_alpha_cumprod), prediction_type=prediction_type)
+    chain = ddim_chain(
+        scheduler.alphas_cumprod,
+        scheduler.timesteps,
+        eta=0.7,
+        final_alpha_cumprod=float(scheduler.final_alpha_cumprod),
+        prediction_type=prediction_type,
+    )
     for i, t in enumerate(scheduler.timesteps):
         x, output, mean, std = _probe(lambda e, s, g: scheduler.step(e, t, s, eta=0.7, generator=g).prev_sample)
-        torch.testing.assert_close(mean, (chain.x_coef[i] * x + chain.output_coef[i] * output).float(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            mean, (chain.x_coef[i] * x + chain.output_coef[i] * output).float(), rtol=1e-4, atol=1e-5
+        )
         assert std == pytest.approx(float(chain.noise_std[i]), rel=1e-3, abs=1e-6)
 
 
@@ -60,19 +73,32 @@ def test_euler_ancestral_chain_matches_diffusers_step(prediction_type, timestep_
             scheduler.set_timesteps(6)
             scheduler.set_begin_index(index)
             return scheduler.step(output, scheduler.timesteps[index], sample, generator=generator).prev_sample
+
         return run
 
     scheduler = EulerAncestralDiscreteScheduler(**config)
     scheduler.set_timesteps(6)
-    chain = euler_ancestral_chain(scheduler.sigmas, scheduler.timesteps, float(scheduler.init_noise_sigma), prediction_type)
+    chain = euler_ancestral_chain(
+        scheduler.sigmas, scheduler.timesteps, float(scheduler.init_noise_sigma), prediction_type
+    )
     for i in range(6):
         x, output, mean, std = _probe(step(i))
-        torch.testing.assert_close(mean, (chain.x_coef[i] * x + chain.output_coef[i] * output).float(), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            mean, (chain.x_coef[i] * x + chain.output_coef[i] * output).float(), rtol=1e-4, atol=1e-4
+        )
         assert std == pytest.approx(float(chain.noise_std[i]), rel=1e-3, abs=1e-6)
 
 
-@pytest.mark.parametrize("sampler, prediction_type", [("ddim", "epsilon"), ("ddim", "v_prediction"), ("ddim", "sample"),
-                                                      ("euler_ancestral", "epsilon"), ("euler_ancestral", "v_prediction")])
+@pytest.mark.parametrize(
+    "sampler, prediction_type",
+    [
+        ("ddim", "epsilon"),
+        ("ddim", "v_prediction"),
+        ("ddim", "sample"),
+        ("euler_ancestral", "epsilon"),
+        ("euler_ancestral", "v_prediction"),
+    ],
+)
 def test_denoised_is_diffusers_prediction_of_the_clean_sample(sampler, prediction_type):
     if sampler == "ddim":
         scheduler = DDIMScheduler(**SCHEDULER_CONFIG, prediction_type=prediction_type)
@@ -81,7 +107,9 @@ def test_denoised_is_diffusers_prediction_of_the_clean_sample(sampler, predictio
     else:
         scheduler = EulerAncestralDiscreteScheduler(**EULER_CONFIG, prediction_type=prediction_type)
         scheduler.set_timesteps(6)
-        chain = euler_ancestral_chain(scheduler.sigmas, scheduler.timesteps, float(scheduler.init_noise_sigma), prediction_type)
+        chain = euler_ancestral_chain(
+            scheduler.sigmas, scheduler.timesteps, float(scheduler.init_noise_sigma), prediction_type
+        )
     generator = torch.Generator().manual_seed(2)
     x, output = torch.randn(SHAPE, generator=generator), torch.randn(SHAPE, generator=generator)
     for i, t in enumerate(scheduler.timesteps):  # each call moves the scheduler's step index on
@@ -104,8 +132,12 @@ def test_eps_factor_turns_output_differences_into_noise_differences(prediction_t
             x0 = scheduler.step(output, t, x, eta=0.0).pred_original_sample
             return (x - abar.sqrt() * x0) / (1 - abar).sqrt()
 
-        torch.testing.assert_close(implied_noise(output_a) - implied_noise(output_b),
-                                   chain.eps_factor[i] * (output_a - output_b), rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(
+            implied_noise(output_a) - implied_noise(output_b),
+            chain.eps_factor[i] * (output_a - output_b),
+            rtol=1e-6,
+            atol=1e-9,
+        )
 
 
 def test_last_ddpm_step_is_deterministic_and_gets_no_girsanov_weight():
@@ -120,7 +152,9 @@ def test_last_ddpm_step_is_deterministic_and_gets_no_girsanov_weight():
 def test_chain_rejects_tensors_of_different_lengths():
     chain = ddpm_chain(torch.linspace(0.99, 0.01, 100), [90, 50, 10])
     with pytest.raises(ValueError, match="same length"):
-        type(chain)(chain.timesteps, chain.input_scale[:2], chain.x_coef, chain.eps_coef, chain.noise_std, chain.alpha_bar)
+        type(chain)(
+            chain.timesteps, chain.input_scale[:2], chain.x_coef, chain.eps_coef, chain.noise_std, chain.alpha_bar
+        )
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
@@ -131,19 +165,26 @@ def test_girsanov_weight_turns_squared_output_differences_into_the_steps_gaussia
     if sampler == "euler_ancestral":
         scheduler = EulerAncestralDiscreteScheduler(**EULER_CONFIG)
         scheduler.set_timesteps(6)
-        chain = euler_ancestral_chain(scheduler.sigmas, scheduler.timesteps, float(scheduler.init_noise_sigma), prediction_type)
+        chain = euler_ancestral_chain(
+            scheduler.sigmas, scheduler.timesteps, float(scheduler.init_noise_sigma), prediction_type
+        )
     else:
         scheduler = (DDPMScheduler if sampler == "ddpm" else DDIMScheduler)(**SCHEDULER_CONFIG)
         scheduler.set_timesteps(6)
-        chain = (ddpm_chain(scheduler.alphas_cumprod, scheduler.timesteps, prediction_type=prediction_type) if sampler == "ddpm"
-                 else ddim_chain(scheduler.alphas_cumprod, scheduler.timesteps, eta=0.7, prediction_type=prediction_type))
+        chain = (
+            ddpm_chain(scheduler.alphas_cumprod, scheduler.timesteps, prediction_type=prediction_type)
+            if sampler == "ddpm"
+            else ddim_chain(scheduler.alphas_cumprod, scheduler.timesteps, eta=0.7, prediction_type=prediction_type)
+        )
     generator = torch.Generator().manual_seed(0)
     x, output_a, output_b = (torch.randn(SHAPE, generator=generator, dtype=torch.float64) for _ in range(3))
     for i in torch.nonzero(chain.stochastic).flatten().tolist():
         std = chain.noise_std[i].double()
         mean_a = chain.x_coef[i] * x + chain.output_coef[i] * output_a
         mean_b = chain.x_coef[i] * x + chain.output_coef[i] * output_b
-        kl = torch.distributions.kl_divergence(torch.distributions.Normal(mean_a, std), torch.distributions.Normal(mean_b, std))
+        kl = torch.distributions.kl_divergence(
+            torch.distributions.Normal(mean_a, std), torch.distributions.Normal(mean_b, std)
+        )
         weighted = chain.girsanov_weight()[i] * (output_a - output_b).pow(2).sum()
         torch.testing.assert_close(weighted, kl.sum(), rtol=1e-9, atol=0)
 

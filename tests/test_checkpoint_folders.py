@@ -55,22 +55,30 @@ def test_a_unet_only_checkpoint_equals_a_whole_folder_with_the_same_weights(tiny
 def test_the_ema_weights_are_used_when_the_checkpoint_has_them(tiny_pixel_repo, tmp_path):
     checkpoint = checkpoint_folder(tmp_path / "checkpoint-500", unet=trained_unet(5), unet_ema=trained_unet(6))
     whole_ema = whole_copy(tiny_pixel_repo, tmp_path / "whole", "unet", trained_unet(6))
-    torch.testing.assert_close(divergence(tiny_pixel_repo, checkpoint), divergence(tiny_pixel_repo, whole_ema),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        divergence(tiny_pixel_repo, checkpoint), divergence(tiny_pixel_repo, whole_ema), rtol=0, atol=0
+    )
 
 
 def test_use_ema_false_takes_the_unet_folder(tiny_pixel_repo, tmp_path):
     checkpoint = checkpoint_folder(tmp_path / "checkpoint-500", unet=trained_unet(5), unet_ema=trained_unet(6))
     whole = whole_copy(tiny_pixel_repo, tmp_path / "whole", "unet", trained_unet(5))
-    torch.testing.assert_close(divergence(tiny_pixel_repo, checkpoint, use_ema=False),
-                               divergence(tiny_pixel_repo, whole), rtol=0, atol=0)
+    torch.testing.assert_close(
+        divergence(tiny_pixel_repo, checkpoint, use_ema=False), divergence(tiny_pixel_repo, whole), rtol=0, atol=0
+    )
 
 
 def test_several_checkpoints_share_the_base_parts(tiny_latent_repo, tmp_path):
     base = load_denoiser(tiny_latent_repo)
-    sides = [load_against_base(base, checkpoint_folder(tmp_path / f"checkpoint-{step}",
-                                                       unet=build_tiny_components(latent=True, seed=step)["unet"]))
-             for step in (100, 200)]
+    sides = [
+        load_against_base(
+            base,
+            checkpoint_folder(
+                tmp_path / f"checkpoint-{step}", unet=build_tiny_components(latent=True, seed=step)["unet"]
+            ),
+        )
+        for step in (100, 200)
+    ]
     (_, first), (_, second) = sides
     for part in ("text_encoder", "tokenizer", "scheduler", "vae"):
         assert getattr(first, part) is getattr(base, part) and getattr(second, part) is getattr(base, part)
@@ -83,8 +91,9 @@ def test_a_transformer_checkpoint_of_a_flow_family_equals_a_whole_folder(tmp_pat
     from conjure_metrics.tiny import save_tiny_model
 
     base = save_tiny_model(tmp_path / "sd3", family="sd3")
-    other = SD3Transformer2DModel.from_pretrained(save_tiny_model(tmp_path / "sd3-other", family="sd3", seed=1),
-                                                  subfolder="transformer")
+    other = SD3Transformer2DModel.from_pretrained(
+        save_tiny_model(tmp_path / "sd3-other", family="sd3", seed=1), subfolder="transformer"
+    )
     checkpoint = checkpoint_folder(tmp_path / "checkpoint-500", transformer=other)
     whole = whole_copy(base, tmp_path / "whole", "transformer", other)
     expected = divergence(base, whole, min_noise=0.0)  # 3 flow steps: none lands above the default floor
@@ -106,8 +115,12 @@ def test_a_single_ckpt_file_loads_like_the_safetensors_one(tiny_pixel_repo, tmp_
 
     save_file(trained_unet(5).state_dict(), str(tmp_path / "finetune.safetensors"))
     torch.save({"state_dict": trained_unet(5).state_dict()}, tmp_path / "finetune.ckpt")
-    torch.testing.assert_close(divergence(tiny_pixel_repo, tmp_path / "finetune.ckpt"),
-                               divergence(tiny_pixel_repo, tmp_path / "finetune.safetensors"), rtol=0, atol=0)
+    torch.testing.assert_close(
+        divergence(tiny_pixel_repo, tmp_path / "finetune.ckpt"),
+        divergence(tiny_pixel_repo, tmp_path / "finetune.safetensors"),
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_a_folder_with_nothing_loadable_is_one_line(tiny_pixel_repo, tmp_path):
@@ -180,8 +193,19 @@ def test_cli_drift_with_an_empty_checkpoint_folder_exits_2_with_one_line(tiny_pi
 
     (tmp_path / "checkpoint-500").mkdir()
     (tmp_path / "prompts.txt").write_text("a fox\n")
-    assert main(["drift", str(tiny_pixel_repo), str(tmp_path / "checkpoint-500"), "--prompts", str(tmp_path / "prompts.txt"),
-                 "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "drift",
+                str(tiny_pixel_repo),
+                str(tmp_path / "checkpoint-500"),
+                "--prompts",
+                str(tmp_path / "prompts.txt"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "holds nothing loadable" in err and "\n" not in err
 
@@ -193,8 +217,9 @@ def test_the_evaluate_module_resolves_a_checkpoint_against_its_base(tiny_pixel_r
     checkpoint = checkpoint_folder(tmp_path / "checkpoint-500", unet=trained_unet(5))
     settings = {k: v for k, v in FAST.items() if k != "progress_bar"}
     module = Conjure()
-    result = module.compute(prompts_a=PROMPTS, prompts_b=PROMPTS, model=str(tiny_pixel_repo), model_b=str(checkpoint),
-                            **settings)
+    result = module.compute(
+        prompts_a=PROMPTS, prompts_b=PROMPTS, model=str(tiny_pixel_repo), model_b=str(checkpoint), **settings
+    )
     assert result["divergence"] == pytest.approx(divergence(tiny_pixel_repo, checkpoint).tolist(), rel=1e-9)
-    (_, side_b), = module._pairs.values()
+    ((_, side_b),) = module._pairs.values()
     assert side_b.text_encoder is module._denoisers[str(tiny_pixel_repo)].text_encoder

@@ -28,7 +28,9 @@ def random_lora(module: torch.nn.Module, targets: list[str], rank: int, alpha: f
 
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 
-    wrapped = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets), copy.deepcopy(module))
+    wrapped = inject_adapter_in_model(
+        LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets), copy.deepcopy(module)
+    )
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in wrapped.named_parameters():
@@ -47,7 +49,9 @@ def fuse(module: torch.nn.Module, lora: dict, scale: float) -> None:
                 modules[key[: -len(".lora_A.weight")]].weight += scale * up @ down
 
 
-def save_diffusers_lora(folder: Path, unet_lora: dict, text_lora: dict | None = None, pipeline: str = "StableDiffusionPipeline") -> Path:
+def save_diffusers_lora(
+    folder: Path, unet_lora: dict, text_lora: dict | None = None, pipeline: str = "StableDiffusionPipeline"
+) -> Path:
     """The file diffusers' training scripts write (``save_lora_weights`` of converted PEFT weights)."""
     import diffusers
     from diffusers.utils import convert_state_dict_to_diffusers
@@ -79,8 +83,12 @@ def sd_lora(tiny_pixel_repo, tmp_path_factory):
     text_lora = random_lora(components["text_encoder"], TEXT_TARGETS, rank=2, alpha=2, seed=2)
     (root / "lora").mkdir()
     lora_file = save_diffusers_lora(root / "lora", unet_lora, text_lora)
-    fused = fused_copy(tiny_pixel_repo, root / "fused", {"unet": (components["unet"], unet_lora),
-                                                          "text_encoder": (components["text_encoder"], text_lora)}, 1.0)
+    fused = fused_copy(
+        tiny_pixel_repo,
+        root / "fused",
+        {"unet": (components["unet"], unet_lora), "text_encoder": (components["text_encoder"], text_lora)},
+        1.0,
+    )
     return tiny_pixel_repo, lora_file, fused
 
 
@@ -104,8 +112,12 @@ def test_lora_scale_scales_the_fused_update(sd_lora, tmp_path):
     components = build_tiny_components(seed=0)
     unet_lora = random_lora(components["unet"], UNET_TARGETS, rank=2, alpha=2, seed=1)
     text_lora = random_lora(components["text_encoder"], TEXT_TARGETS, rank=2, alpha=2, seed=2)
-    half = fused_copy(base, tmp_path / "half", {"unet": (components["unet"], unet_lora),
-                                                 "text_encoder": (components["text_encoder"], text_lora)}, 0.5)
+    half = fused_copy(
+        base,
+        tmp_path / "half",
+        {"unet": (components["unet"], unet_lora), "text_encoder": (components["text_encoder"], text_lora)},
+        0.5,
+    )
     toggled = conjure_similarity(PROMPTS, PROMPTS, base, model_b=lora, lora_scale=0.5, **FAST)
     reference = conjure_similarity(PROMPTS, PROMPTS, base, model_b=half, **FAST)
     torch.testing.assert_close(toggled.divergence, reference.divergence, rtol=1e-4, atol=0)
@@ -123,8 +135,11 @@ def test_the_base_is_loaded_once_and_both_sides_share_its_modules(sd_lora, monke
     base, lora, _ = sd_lora
     loads = []
     original = diffusers.UNet2DConditionModel.from_pretrained.__func__
-    monkeypatch.setattr(diffusers.UNet2DConditionModel, "from_pretrained",
-                        classmethod(lambda cls, *a, **k: loads.append(a) or original(cls, *a, **k)))
+    monkeypatch.setattr(
+        diffusers.UNet2DConditionModel,
+        "from_pretrained",
+        classmethod(lambda cls, *a, **k: loads.append(a) or original(cls, *a, **k)),
+    )
     side_a, side_b = load_pair(base, lora)
     assert len(loads) == 1
     assert side_a.unet is side_b.unet and side_a.text_encoder is side_b.text_encoder
@@ -163,8 +178,9 @@ def test_an_exception_inside_a_call_restores_the_adapter_state(sd_lora):
     handle = side_b.unet.register_forward_pre_hook(fail)
     try:
         with pytest.raises(RuntimeError, match="out of memory"):
-            side_b.predict_noise(torch.randn(1, *side_b.sample_shape), torch.tensor([500]),
-                                 side_b.encode_prompts(["a red fox"]))
+            side_b.predict_noise(
+                torch.randn(1, *side_b.sample_shape), torch.tensor([500]), side_b.encode_prompts(["a red fox"])
+            )
     finally:
         handle.remove()
     assert seen == [False]  # the adapter was on inside the call
@@ -179,7 +195,10 @@ def test_a_peft_adapter_folder_equals_the_fused_copy(tiny_pixel_repo, tmp_path):
     unet_lora = random_lora(components["unet"], UNET_TARGETS, rank=2, alpha=4, seed=3)
     folder = tmp_path / "peft"
     LoraConfig(r=2, lora_alpha=4, target_modules=UNET_TARGETS).save_pretrained(str(folder))
-    save_file({f"base_model.model.{key}": value for key, value in unet_lora.items()}, str(folder / "adapter_model.safetensors"))
+    save_file(
+        {f"base_model.model.{key}": value for key, value in unet_lora.items()},
+        str(folder / "adapter_model.safetensors"),
+    )
     fused = fused_copy(tiny_pixel_repo, tmp_path / "fused", {"unet": (components["unet"], unet_lora)}, 4 / 2)
     toggled = conjure_similarity(PROMPTS, PROMPTS, tiny_pixel_repo, model_b=folder, **FAST)
     reference = conjure_similarity(PROMPTS, PROMPTS, tiny_pixel_repo, model_b=fused, **FAST)
@@ -224,10 +243,18 @@ def test_a_lora_on_sdxl_equals_the_fused_copy(tmp_path):
 def test_an_adapter_for_another_base_is_one_line(tiny_pixel_repo, tmp_path):
     from diffusers import UNet2DConditionModel
 
-    wider = UNet2DConditionModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
-                                 block_out_channels=(8, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
-                                 attention_head_dim=2, norm_num_groups=4)
+    wider = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(8, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
     lora = save_diffusers_lora(tmp_path, random_lora(wider, UNET_TARGETS, rank=2, alpha=2, seed=6))
     with pytest.raises(ValueError, match="does not fit this base model") as error:
         load_pair(tiny_pixel_repo, lora)
@@ -278,10 +305,33 @@ def test_cli_compare_scores_a_lora_against_its_base(sd_lora, tmp_path):
 
     base, lora, _ = sd_lora
     out = tmp_path / "out.json"
-    assert main(["compare", str(base), str(lora), "--prompt", "a red fox", "--json", str(out), "--steps", "3",
-                 "--samples", "2", "--guidance", "3", "--seed", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(base),
+                str(lora),
+                "--prompt",
+                "a red fox",
+                "--json",
+                str(out),
+                "--steps",
+                "3",
+                "--samples",
+                "2",
+                "--guidance",
+                "3",
+                "--seed",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     expected = conjure_similarity(["a red fox"], ["a red fox"], base, model_b=lora, **FAST)
-    assert json.loads(out.read_text())["prompts"][0]["divergence"] == pytest.approx(float(expected.divergence[0]), rel=1e-6)
+    assert json.loads(out.read_text())["prompts"][0]["divergence"] == pytest.approx(
+        float(expected.divergence[0]), rel=1e-6
+    )
 
 
 def test_drift_scores_a_lora_as_conjure_similarity_does(sd_lora):

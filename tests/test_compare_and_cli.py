@@ -29,7 +29,9 @@ def test_divergence_from_a_perturbed_copy_grows_with_the_perturbation():
     components = build_tiny_components()
     base = DiffusersDenoiser(**components)
     divergences = [
-        conjure_similarity(PROMPTS, PROMPTS, base, model_b=_perturbed(components, scale), num_steps=4, num_samples=3).divergence
+        conjure_similarity(
+            PROMPTS, PROMPTS, base, model_b=_perturbed(components, scale), num_steps=4, num_samples=3
+        ).divergence
         for scale in (0.0, 0.01, 0.03, 0.1)
     ]
     assert torch.all(divergences[0] == 0)
@@ -39,7 +41,9 @@ def test_divergence_from_a_perturbed_copy_grows_with_the_perturbation():
 
 def test_metric_compares_two_models_on_the_same_prompts():
     components = build_tiny_components()
-    metric = ConjureSimilarity(DiffusersDenoiser(**components), model_b=_perturbed(components, 0.05), num_steps=3, num_samples=2)
+    metric = ConjureSimilarity(
+        DiffusersDenoiser(**components), model_b=_perturbed(components, 0.05), num_steps=3, num_samples=2
+    )
     metric.update(PROMPTS, PROMPTS)
     assert torch.all(metric.pair_results()["divergence"] > 0)
 
@@ -102,8 +106,21 @@ def test_cli_similarity_of_two_prompts_and_of_a_pairs_file(base_and_finetuned, t
 def test_cli_estimator_options_reach_the_computation(base_and_finetuned, tmp_path):
     base, finetuned = base_and_finetuned
     options = dict(num_steps=3, num_samples=2, guidance_scale=4.0, weighting="girsanov", seed=3, min_timestep=300)
-    flags = ["--steps", "3", "--samples", "2", "--guidance", "4", "--weighting", "girsanov", "--seed", "3",
-             "--min-timestep", "300", "--quiet"]
+    flags = [
+        "--steps",
+        "3",
+        "--samples",
+        "2",
+        "--guidance",
+        "4",
+        "--weighting",
+        "girsanov",
+        "--seed",
+        "3",
+        "--min-timestep",
+        "300",
+        "--quiet",
+    ]
     out = tmp_path / "similarity.json"
     assert main(["similarity", "a red fox", "a blue fox", "--model", str(base), "--json", str(out), *flags]) == 0
     expected = conjure_similarity(["a red fox"], ["a blue fox"], str(base), **options).divergence
@@ -115,15 +132,23 @@ def test_cli_estimator_options_reach_the_computation(base_and_finetuned, tmp_pat
     assert json.loads(out.read_text())["prompts"][0]["divergence"] == pytest.approx(float(expected[0]), rel=1e-6)
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["similarity", "only one prompt"], "two prompts"),
-    (["similarity", "a", "b", "--steps", "0"], "num_steps"),
-    (["compare", "base", "other"], "--prompts"),
-    (["similarity", "a", "b", "--device", "nonsense"], "--device 'nonsense'"),
-    (["similarity", "a", "b", "--device", "cuda:7"] if not torch.cuda.is_available() else ["similarity", "a", "b", "--device", "cuda:99"], "--device cuda"),
-    (["similarity", "a", "b", "--json", "/no/such/directory/out.json"], "--json /no/such/directory/out.json"),
-    (["compare", "base", "other", "--prompt", "x", "--device", "nonsense"], "--device"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["similarity", "only one prompt"], "two prompts"),
+        (["similarity", "a", "b", "--steps", "0"], "num_steps"),
+        (["compare", "base", "other"], "--prompts"),
+        (["similarity", "a", "b", "--device", "nonsense"], "--device 'nonsense'"),
+        (
+            ["similarity", "a", "b", "--device", "cuda:7"]
+            if not torch.cuda.is_available()
+            else ["similarity", "a", "b", "--device", "cuda:99"],
+            "--device cuda",
+        ),
+        (["similarity", "a", "b", "--json", "/no/such/directory/out.json"], "--json /no/such/directory/out.json"),
+        (["compare", "base", "other", "--prompt", "x", "--device", "nonsense"], "--device"),
+    ],
+)
 def test_cli_user_errors_print_one_line_and_exit_2(argv, message, base_and_finetuned, capsys):
     base, _ = base_and_finetuned
     argv = [str(base) if a in ("base", "other") else a for a in argv]

@@ -74,8 +74,11 @@ def test_compiled_tiny_unet_matches_eager_and_compiles_a_single_graph(tmp_path, 
     assert (slow.divergence > 0).all()
 
 
-@pytest.mark.parametrize("wrap", [lambda m: CompiledDenoiser(m, batch_size=8, compile=False), InstrumentedDenoiser],
-                         ids=["compiled", "instrumented"])
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda m: CompiledDenoiser(m, batch_size=8, compile=False), InstrumentedDenoiser],
+    ids=["compiled", "instrumented"],
+)
 def test_wrapped_models_can_be_copied_and_pickled_inside_a_metric(wrap):
     # copy and pickle rebuild the wrapper before its ``inner`` exists: attribute forwarding must not recurse.
     settings = dict(num_steps=3, num_samples=2, guidance_scale=2.0)

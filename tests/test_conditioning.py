@@ -71,7 +71,9 @@ def test_dict_conditioning_is_padded_by_the_compiled_denoiser_like_one_tensor():
     model = gaussian_model()
     structured = StructuredConditioning(model)
     as_tensor = jeffreys_terms(PROMPTS_A, PROMPTS_B, CompiledDenoiser(model, batch_size=5, compile=False), **SETTINGS)
-    as_structure = jeffreys_terms(PROMPTS_A, PROMPTS_B, CompiledDenoiser(structured, batch_size=5, compile=False), **SETTINGS)
+    as_structure = jeffreys_terms(
+        PROMPTS_A, PROMPTS_B, CompiledDenoiser(structured, batch_size=5, compile=False), **SETTINGS
+    )
     assert structured.structures_seen > 0
     assert torch.equal(as_structure.squared, as_tensor.squared)
 
@@ -82,12 +84,16 @@ def test_callable_denoiser_stacks_structured_conditioning_from_a_mapping():
     as_dicts = {p: {"mean": row[:-1], "variance": row[-1]} for p, row in as_tensors.items()}
 
     def predict_from_dict(x, timesteps, conditioning):
-        return model.predict_noise(x, timesteps, torch.cat([conditioning["mean"], conditioning["variance"][:, None]], dim=1))
+        return model.predict_noise(
+            x, timesteps, torch.cat([conditioning["mean"], conditioning["variance"][:, None]], dim=1)
+        )
 
     from_tensors = CallableDenoiser(model.predict_noise, as_tensors, model.sample_shape, model.reverse_chain)
     from_dicts = CallableDenoiser(predict_from_dict, as_dicts, model.sample_shape, model.reverse_chain)
     encoded = from_dicts.encode_prompts(["tiger", "fox"])
     assert torch.equal(encoded["mean"], torch.stack([model.means["tiger"], model.means["fox"]]))
     assert encoded["variance"].tolist() == [model.variances["tiger"], model.variances["fox"]]
-    assert torch.equal(jeffreys_terms(PROMPTS_A, PROMPTS_B, from_dicts, **SETTINGS).squared,
-                       jeffreys_terms(PROMPTS_A, PROMPTS_B, from_tensors, **SETTINGS).squared)
+    assert torch.equal(
+        jeffreys_terms(PROMPTS_A, PROMPTS_B, from_dicts, **SETTINGS).squared,
+        jeffreys_terms(PROMPTS_A, PROMPTS_B, from_tensors, **SETTINGS).squared,
+    )

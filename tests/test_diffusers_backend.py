@@ -40,8 +40,12 @@ def test_a_path_string_is_loaded_by_the_metric_like_a_hub_id(tiny_pixel_repo):
 
 
 def test_loading_options_reach_from_pretrained_through_the_metric_and_the_functional(tiny_pixel_repo):
-    metric = ConjureSimilarity(str(tiny_pixel_repo), num_steps=2, num_samples=1,
-                               load_kwargs={"torch_dtype": torch.float64, "sampler": "euler_ancestral"})
+    metric = ConjureSimilarity(
+        str(tiny_pixel_repo),
+        num_steps=2,
+        num_samples=1,
+        load_kwargs={"torch_dtype": torch.float64, "sampler": "euler_ancestral"},
+    )
     assert metric.denoiser.dtype == torch.float64 and metric.denoiser.sampler == "euler_ancestral"
     as_float64 = conjure_similarity(*PAIRS, str(tiny_pixel_repo), num_steps=2, num_samples=1, torch_dtype=torch.float64)
     as_float32 = conjure_similarity(*PAIRS, str(tiny_pixel_repo), num_steps=2, num_samples=1)
@@ -54,7 +58,9 @@ def test_components_and_pipeline_objects_are_accepted():
 
     components = build_tiny_components(latent=True)
     from_parts = DiffusersDenoiser(**components)
-    pipeline = StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipeline = StableDiffusionPipeline(
+        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
     from_pipeline = load_denoiser(pipeline)
     a = conjure_similarity(*PAIRS, from_parts, num_steps=3, num_samples=2).divergence
     b = conjure_similarity(*PAIRS, from_pipeline, num_steps=3, num_samples=2).divergence
@@ -69,7 +75,11 @@ def test_a_model_saved_in_half_precision_loads_every_component_in_one_dtype(tmp_
         module = getattr(DiffusersDenoiser.from_pretrained(path), name).half()
         module.save_pretrained(path / name)
     loaded = DiffusersDenoiser.from_pretrained(path)
-    assert {p.dtype for p in loaded.unet.parameters()} == {p.dtype for p in loaded.text_encoder.parameters()} == {torch.float32}
+    assert (
+        {p.dtype for p in loaded.unet.parameters()}
+        == {p.dtype for p in loaded.text_encoder.parameters()}
+        == {torch.float32}
+    )
     half = DiffusersDenoiser.from_pretrained(path, torch_dtype=torch.float16)
     assert {p.dtype for p in half.text_encoder.parameters()} == {torch.float16}
 
@@ -96,10 +106,13 @@ def test_hub_options_reach_the_loaders(tiny_pixel_repo, tmp_path, monkeypatch):
     assert seen["UNet2DConditionModel"]["use_safetensors"] is True and seen["CLIPTextModel"]["use_safetensors"] is True
 
 
-@pytest.mark.parametrize("model,message", [
-    (lambda: None, "returned NoneType"),
-    (lambda: (lambda: None), "returned function"),
-])
+@pytest.mark.parametrize(
+    "model,message",
+    [
+        (lambda: None, "returned NoneType"),
+        (lambda: lambda: None, "returned function"),
+    ],
+)
 def test_a_callable_that_returns_no_model_is_a_type_error(model, message):
     with pytest.raises(TypeError, match=f"model is a callable that {message}"):
         load_denoiser(model)
@@ -151,7 +164,11 @@ def test_v_prediction_unet_output_is_returned_raw_and_its_chain_denoises_as_diff
     denoiser = DiffusersDenoiser(**components, sampler=sampler)
     chain = denoiser.reverse_chain(4)
     assert chain.prediction_type == "v_prediction"
-    scheduler_class = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "euler_ancestral": EulerAncestralDiscreteScheduler}[sampler]
+    scheduler_class = {
+        "ddpm": DDPMScheduler,
+        "ddim": DDIMScheduler,
+        "euler_ancestral": EulerAncestralDiscreteScheduler,
+    }[sampler]
     scheduler = scheduler_class.from_config(components["scheduler"].config)
     scheduler.set_timesteps(4)
     torch.manual_seed(0)

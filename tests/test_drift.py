@@ -48,8 +48,12 @@ def models(tmp_path_factory):
     base = save_tiny_model(folder / "base")
     same = folder / "checkpoint-0"
     shutil.copytree(base, same)
-    return {"base": base, "checkpoint-0": same, "checkpoint-100": _save_perturbed(folder / "checkpoint-100", 0.01),
-            "checkpoint-200": _save_perturbed(folder / "checkpoint-200", 0.03)}
+    return {
+        "base": base,
+        "checkpoint-0": same,
+        "checkpoint-100": _save_perturbed(folder / "checkpoint-100", 0.01),
+        "checkpoint-200": _save_perturbed(folder / "checkpoint-200", 0.03),
+    }
 
 
 def _prompts_file(folder, lines):
@@ -62,18 +66,48 @@ def _prompts_file(folder, lines):
 def full_run(models, tmp_path_factory):
     """One `conjure drift` run with every output, checkpoints given out of training order."""
     folder = tmp_path_factory.mktemp("drift_run")
-    prompts = _prompts_file(folder, ["# what the fine-tune should change", *(f"target: {p}" for p in TARGET),
-                                     "", *(f"preserve: {p}" for p in PRESERVE)])
+    prompts = _prompts_file(
+        folder,
+        [
+            "# what the fine-tune should change",
+            *(f"target: {p}" for p in TARGET),
+            "",
+            *(f"preserve: {p}" for p in PRESERVE),
+        ],
+    )
     out = {name: folder / name for name in ("report.json", "drift.png", "report.html", "results.jsonl")}
-    argv = ["drift", str(models["base"]), str(models["checkpoint-200"]), str(models["checkpoint-0"]),
-            str(models["checkpoint-100"]), "--prompts", str(prompts), "--groups", "target,preserve", *FAST,
-            "--json", str(out["report.json"]), "--plot", str(out["drift.png"]), "--report", str(out["report.html"]),
-            "--results", str(out["results.jsonl"]), "--explain-top", "2", "--quiet"]
+    argv = [
+        "drift",
+        str(models["base"]),
+        str(models["checkpoint-200"]),
+        str(models["checkpoint-0"]),
+        str(models["checkpoint-100"]),
+        "--prompts",
+        str(prompts),
+        "--groups",
+        "target,preserve",
+        *FAST,
+        "--json",
+        str(out["report.json"]),
+        "--plot",
+        str(out["drift.png"]),
+        "--report",
+        str(out["report.html"]),
+        "--results",
+        str(out["results.jsonl"]),
+        "--explain-top",
+        "2",
+        "--quiet",
+    ]
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         assert main(argv) == 0
-    return {"json": json.loads(out["report.json"].read_text(encoding="utf-8")), "stdout": stdout.getvalue(),
-            "folder": folder, **out}
+    return {
+        "json": json.loads(out["report.json"].read_text(encoding="utf-8")),
+        "stdout": stdout.getvalue(),
+        "folder": folder,
+        **out,
+    }
 
 
 # --- numbers -------------------------------------------------------------------------------------
@@ -148,7 +182,10 @@ def test_names_without_distinct_steps_keep_the_order_given():
     assert parse_step("sd-v2") is None and parse_step("final") is None
     assert [info.name for _, info in order_checkpoints(["step-20", "step-10"])] == ["step-10", "step-20"]
     assert [(info.name, info.step) for _, info in order_checkpoints(["step-20", "final", "step-10"])] == [
-        ("step-20", None), ("final", None), ("step-10", None)]
+        ("step-20", None),
+        ("final", None),
+        ("step-10", None),
+    ]
     assert [info.step for _, info in order_checkpoints(["a/checkpoint-5", "b/checkpoint-5"])] == [None, None]
 
 
@@ -169,8 +206,9 @@ def test_json_holds_settings_prompts_rows_groups_and_explanations(full_run):
     assert len(explained) == 2 and len({e["prompt"] for e in explained}) == 2
     assert (explained[0]["prompt"], explained[0]["checkpoint"]) == (top["prompt"], top["checkpoint"])
     for entry in explained:  # the picture comes from the very estimate in the table
-        row = next(r for r in report["rows"]
-                   if (r["prompt"], r["checkpoint"]) == (entry["prompt"], entry["checkpoint"]))
+        row = next(
+            r for r in report["rows"] if (r["prompt"], r["checkpoint"]) == (entry["prompt"], entry["checkpoint"])
+        )
         assert entry["divergence_by_weighting"]["simple"] == pytest.approx(row["drift"], rel=1e-6)
     assert report["computed"] == 3 * len(PROMPTS) and report["reused"] == 0
 
@@ -282,8 +320,16 @@ class _CountingScorer:
 
 def _run_api(models, monkeypatch, scorer, checkpoints=("checkpoint-100", "checkpoint-200"), **options):
     monkeypatch.setattr(drift_run, "score_pairs", scorer)
-    return drift_report(str(models["base"]), [str(models[name]) for name in checkpoints], PROMPTS,
-                        ["target"] * 2 + ["preserve"] * 2, chunk_size=2, progress_bar=False, **SETTINGS, **options)
+    return drift_report(
+        str(models["base"]),
+        [str(models[name]) for name in checkpoints],
+        PROMPTS,
+        ["target"] * 2 + ["preserve"] * 2,
+        chunk_size=2,
+        progress_bar=False,
+        **SETTINGS,
+        **options,
+    )
 
 
 def _numbers(report):
@@ -328,7 +374,11 @@ def test_results_of_other_settings_or_a_resaved_checkpoint_are_not_reused(models
         runs[name] = _CountingScorer()
         _run_api(models, monkeypatch, runs[name], checkpoints=["copy"], results_path=results, **options)
     assert {name: scorer.calls for name, scorer in runs.items()} == {
-        "first": 2, "other seed": 2, "unchanged": 0, "resaved": 2}
+        "first": 2,
+        "other seed": 2,
+        "unchanged": 0,
+        "resaved": 2,
+    }
 
 
 # --- progress ------------------------------------------------------------------------------------
@@ -354,14 +404,17 @@ def no_loading(monkeypatch):
     monkeypatch.setattr(drift_run, "load_denoiser", lambda *a, **k: pytest.fail("a model was loaded"))
 
 
-@pytest.mark.parametrize("lines,groups,message", [
-    (["target: a dog", "taget: a cat"], "target,preserve", "prompts.txt:2: unknown group 'taget'"),
-    (["target: a dog", "a cat"], "target,preserve", "prompts.txt:2: no group label"),
-    (["target: a dog", "target: a puppy"], "target,preserve", "group 'preserve' has no prompts"),
-    (["target: a dog", "preserve: a dog"], None, "prompts.txt:2: prompt 'a dog' already given at"),
-    (["target:", "preserve: a cat"], None, "prompts.txt:1: group label 'target' with no prompt"),
-    (["# only a comment"], None, "no prompts"),
-])
+@pytest.mark.parametrize(
+    "lines,groups,message",
+    [
+        (["target: a dog", "taget: a cat"], "target,preserve", "prompts.txt:2: unknown group 'taget'"),
+        (["target: a dog", "a cat"], "target,preserve", "prompts.txt:2: no group label"),
+        (["target: a dog", "target: a puppy"], "target,preserve", "group 'preserve' has no prompts"),
+        (["target: a dog", "preserve: a dog"], None, "prompts.txt:2: prompt 'a dog' already given at"),
+        (["target:", "preserve: a cat"], None, "prompts.txt:1: group label 'target' with no prompt"),
+        (["# only a comment"], None, "no prompts"),
+    ],
+)
 def test_bad_prompt_files_are_one_line_errors(lines, groups, message, models, tmp_path, capsys, no_loading):
     prompts = _prompts_file(tmp_path, lines)
     argv = ["drift", str(models["base"]), str(models["checkpoint-100"]), "--prompts", str(prompts), *FAST, "--quiet"]
@@ -374,8 +427,17 @@ def test_bad_prompt_files_are_one_line_errors(lines, groups, message, models, tm
 def test_an_output_in_a_missing_directory_is_refused_before_any_work(option, models, tmp_path, capsys, no_loading):
     prompts = _prompts_file(tmp_path, ["a red fox"])
     missing = tmp_path / "no" / "such" / "out.file"
-    argv = ["drift", str(models["base"]), str(models["checkpoint-100"]), "--prompts", str(prompts), option,
-            str(missing), *FAST, "--quiet"]
+    argv = [
+        "drift",
+        str(models["base"]),
+        str(models["checkpoint-100"]),
+        "--prompts",
+        str(prompts),
+        option,
+        str(missing),
+        *FAST,
+        "--quiet",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{option} {missing}" in err and "does not exist" in err
@@ -386,8 +448,11 @@ def test_an_output_in_a_missing_directory_is_refused_before_any_work(option, mod
 def test_a_missing_model_path_is_refused_before_any_work(role, models, tmp_path, capsys, no_loading):
     prompts = _prompts_file(tmp_path, ["a red fox"])
     missing = tmp_path / "checkpoint-300"
-    paths = [str(missing), str(models["checkpoint-100"])] if role == "base" else [
-        str(models["base"]), str(models["checkpoint-100"]), str(missing)]
+    paths = (
+        [str(missing), str(models["checkpoint-100"])]
+        if role == "base"
+        else [str(models["base"]), str(models["checkpoint-100"]), str(missing)]
+    )
     report = tmp_path / "report.json"
     assert main(["drift", *paths, "--prompts", str(prompts), "--json", str(report), *FAST, "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
@@ -400,7 +465,9 @@ def test_a_mistyped_relative_path_is_not_taken_for_a_hub_id(models, tmp_path, ca
     monkeypatch.chdir(tmp_path)
     prompts = _prompts_file(tmp_path, ["a red fox"])
     assert main(["drift", str(models["base"]), "output/checkpoint-50", "--prompts", str(prompts), "--quiet"]) == 2
-    assert capsys.readouterr().err.strip() == "conjure: error: checkpoint output/checkpoint-50: no such file or directory"
+    assert (
+        capsys.readouterr().err.strip() == "conjure: error: checkpoint output/checkpoint-50: no such file or directory"
+    )
 
 
 def test_the_same_checkpoint_twice_is_refused(models, tmp_path, capsys, no_loading):
@@ -418,9 +485,23 @@ def test_a_failure_after_computing_writes_no_output(models, tmp_path, monkeypatc
 
     monkeypatch.setattr(DriftReport, "html", broken)
     prompts = _prompts_file(tmp_path, ["a red fox"])
-    argv = ["drift", str(models["base"]), str(models["checkpoint-100"]), "--prompts", str(prompts), *FAST,
-            "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"), "--report", str(tmp_path / "r.html"),
-            "--explain-top", "0", "--quiet"]
+    argv = [
+        "drift",
+        str(models["base"]),
+        str(models["checkpoint-100"]),
+        "--prompts",
+        str(prompts),
+        *FAST,
+        "--json",
+        str(tmp_path / "r.json"),
+        "--plot",
+        str(tmp_path / "r.png"),
+        "--report",
+        str(tmp_path / "r.html"),
+        "--explain-top",
+        "0",
+        "--quiet",
+    ]
     with pytest.raises(RuntimeError, match="rendering failed"):
         main(argv)
     assert sorted(os.listdir(tmp_path)) == ["prompts.txt"]
@@ -430,16 +511,30 @@ def test_a_failure_after_computing_writes_no_output(models, tmp_path, monkeypatc
 
 
 def test_prompt_file_grammar(tmp_path):
-    path = _prompts_file(tmp_path, [
-        "# a comment", "", "Target: a photo of sks dog", "preserve:\ta sign that says: open",
-        "a sign that says: closed", "\\note: it is raining", "\\# of cats", "https://example.org/a-photo.png",
-        "target: note: keep the colon"])
+    path = _prompts_file(
+        tmp_path,
+        [
+            "# a comment",
+            "",
+            "Target: a photo of sks dog",
+            "preserve:\ta sign that says: open",
+            "a sign that says: closed",
+            "\\note: it is raining",
+            "\\# of cats",
+            "https://example.org/a-photo.png",
+            "target: note: keep the colon",
+        ],
+    )
     grouped = read_prompts(path)
     assert list(zip(grouped.prompts, grouped.groups)) == [
-        ("a photo of sks dog", "target"), ("a sign that says: open", "preserve"),
-        ("a sign that says: closed", "ungrouped"), ("note: it is raining", "ungrouped"),
-        ("# of cats", "ungrouped"), ("https://example.org/a-photo.png", "ungrouped"),
-        ("note: keep the colon", "target")]
+        ("a photo of sks dog", "target"),
+        ("a sign that says: open", "preserve"),
+        ("a sign that says: closed", "ungrouped"),
+        ("note: it is raining", "ungrouped"),
+        ("# of cats", "ungrouped"),
+        ("https://example.org/a-photo.png", "ungrouped"),
+        ("note: keep the colon", "target"),
+    ]
 
 
 def test_a_file_without_labels_is_one_group_named_all(tmp_path):
@@ -452,7 +547,10 @@ def test_tsv_prompt_files_have_a_group_column(tmp_path):
     path.write_text("group\tprompt\tnote\ntarget\ta dog: sitting\tx\npreserve\ta cat\t\n\ta fox\t\n", encoding="utf-8")
     grouped = read_prompts(path)
     assert list(zip(grouped.prompts, grouped.groups)) == [
-        ("a dog: sitting", "target"), ("a cat", "preserve"), ("a fox", "ungrouped")]
+        ("a dog: sitting", "target"),
+        ("a cat", "preserve"),
+        ("a fox", "ungrouped"),
+    ]
     with pytest.raises(ValueError, match=r"prompts.tsv:4: no group label; expected one of target, preserve"):
         read_prompts(path, expected_groups=["target", "preserve"])
     bad = tmp_path / "bad.tsv"

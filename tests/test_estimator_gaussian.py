@@ -13,8 +13,16 @@ from conjure_metrics.denoisers.instrumented import InstrumentedDenoiser
 @pytest.mark.parametrize("weighting", ["girsanov", "simple"])
 def test_estimate_is_within_three_standard_errors_of_exact_chain_divergence(schedule, guidance_scale, weighting):
     model = gaussian_model(schedule)
-    result = conjure_similarity(["tiger"], ["zebra"], model, num_steps=10, num_samples=256,
-                                guidance_scale=guidance_scale, weighting=weighting, seed=3)
+    result = conjure_similarity(
+        ["tiger"],
+        ["zebra"],
+        model,
+        num_steps=10,
+        num_samples=256,
+        guidance_scale=guidance_scale,
+        weighting=weighting,
+        seed=3,
+    )
     exact = model.exact_divergence("tiger", "zebra", 10, guidance_scale, weighting)
     assert abs(result.divergence.item() - exact) < 3 * result.stderr.item()
     assert result.stderr.item() < 0.1 * exact  # the check above is not vacuous
@@ -22,8 +30,17 @@ def test_estimate_is_within_three_standard_errors_of_exact_chain_divergence(sche
 
 def test_exact_divergence_with_min_timestep_is_matched_and_smaller():
     model = gaussian_model("linear")
-    result = conjure_similarity(["tiger"], ["zebra"], model, num_steps=10, num_samples=256, guidance_scale=1.0,
-                                weighting="girsanov", min_timestep=150, seed=5)
+    result = conjure_similarity(
+        ["tiger"],
+        ["zebra"],
+        model,
+        num_steps=10,
+        num_samples=256,
+        guidance_scale=1.0,
+        weighting="girsanov",
+        min_timestep=150,
+        seed=5,
+    )
     exact = model.exact_divergence("tiger", "zebra", 10, 1.0, "girsanov", min_timestep=150)
     assert abs(result.divergence.item() - exact) < 3 * result.stderr.item()
     assert exact < 0.1 * model.exact_divergence("tiger", "zebra", 10, 1.0, "girsanov")
@@ -31,8 +48,9 @@ def test_exact_divergence_with_min_timestep_is_matched_and_smaller():
 
 def test_ddim_with_eta_is_matched_too():
     model = gaussian_model("linear", sampler="ddim", eta=0.5)
-    result = conjure_similarity(["leopard"], ["fox"], model, num_steps=8, num_samples=256, guidance_scale=2.0,
-                                weighting="girsanov", seed=11)
+    result = conjure_similarity(
+        ["leopard"], ["fox"], model, num_steps=8, num_samples=256, guidance_scale=2.0, weighting="girsanov", seed=11
+    )
     exact = model.exact_divergence("leopard", "fox", 8, 2.0, "girsanov")
     assert abs(result.divergence.item() - exact) < 3 * result.stderr.item()
 
@@ -52,8 +70,9 @@ def test_zero_terminal_snr_schedule_gives_finite_steps_and_matches_the_exact_div
     chain = model.reverse_chain(10)
     assert chain.timesteps[0] == 999
     assert all(torch.isfinite(c).all() for c in (chain.x_coef, chain.eps_coef, chain.noise_std))
-    result = conjure_similarity(["tiger"], ["zebra"], model, num_steps=10, num_samples=256, guidance_scale=3.0,
-                                weighting=weighting, seed=4)
+    result = conjure_similarity(
+        ["tiger"], ["zebra"], model, num_steps=10, num_samples=256, guidance_scale=3.0, weighting=weighting, seed=4
+    )
     exact = model.exact_divergence("tiger", "zebra", 10, 3.0, weighting)
     assert abs(result.divergence.item() - exact) < 3 * result.stderr.item()
     assert result.stderr.item() < 0.1 * exact
@@ -72,8 +91,12 @@ def test_v_prediction_model_gives_the_terms_of_its_noise_predicting_twin(weighti
 
 def test_standard_error_shrinks_like_one_over_sqrt_samples():
     model = gaussian_model("linear")
-    stderr = {k: conjure_similarity(["tiger"], ["leopard"], model, num_samples=k, guidance_scale=1.0,
-                                    weighting="girsanov", seed=0).stderr.item() for k in (16, 256)}
+    stderr = {
+        k: conjure_similarity(
+            ["tiger"], ["leopard"], model, num_samples=k, guidance_scale=1.0, weighting="girsanov", seed=0
+        ).stderr.item()
+        for k in (16, 256)
+    }
     ratio = stderr[16] / stderr[256]  # sqrt(256 / 16) = 4
     assert 2.5 < ratio < 6.0
 
@@ -99,7 +122,9 @@ def test_score_does_not_depend_on_batch_size_or_pair_order():
     whole = conjure_similarity(a, b, model, max_batch_size=64, seed=2).divergence
     chunked = conjure_similarity(a, b, model, max_batch_size=3, seed=2).divergence
     order = [3, 0, 4, 1, 2]
-    shuffled = conjure_similarity([a[i] for i in order], [b[i] for i in order], model, max_batch_size=7, seed=2).divergence
+    shuffled = conjure_similarity(
+        [a[i] for i in order], [b[i] for i in order], model, max_batch_size=7, seed=2
+    ).divergence
     singles = torch.cat([conjure_similarity([x], [y], model, seed=2).divergence for x, y in zip(a, b)])
     torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=0)
     torch.testing.assert_close(shuffled, whole[order], rtol=1e-6, atol=0)
@@ -139,10 +164,12 @@ def test_similarity_ranks_closer_distributions_higher():
 
 def test_pairs_sharing_a_prompt_share_its_trajectory_and_predictions():
     prompts = ["tiger", "fox", "cat", "zebra"]
-    pairs = [(a, b) for i, a in enumerate(prompts) for b in prompts[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(prompts) for b in prompts[i + 1 :]]
     model = InstrumentedDenoiser(gaussian_model())
     steps, samples = 5, 3
-    jeffreys_terms([a for a, _ in pairs], [b for _, b in pairs], model, num_steps=steps, num_samples=samples, guidance_scale=2.0)
+    jeffreys_terms(
+        [a for a, _ in pairs], [b for _, b in pairs], model, num_steps=steps, num_samples=samples, guidance_scale=2.0
+    )
     # One trajectory per prompt, each evaluated under itself, its 3 partners and the empty prompt;
     # the first step (shared x_T) needs each of the 5 conditionings once, and the last step, after
     # which no trajectory moves, does not need the empty prompt.
@@ -151,8 +178,16 @@ def test_pairs_sharing_a_prompt_share_its_trajectory_and_predictions():
 
 def test_adaptive_sampling_sizes_each_pair_from_its_pilot_and_estimates_from_fresh_samples():
     model = gaussian_model()
-    result = conjure_similarity(["tiger", "tiger", "cat"], ["zebra", "tiger", "leopard"], model, num_samples=4,
-                                guidance_scale=1.0, target_stderr=0.004, max_samples=256, seed=3)
+    result = conjure_similarity(
+        ["tiger", "tiger", "cat"],
+        ["zebra", "tiger", "leopard"],
+        model,
+        num_samples=4,
+        guidance_scale=1.0,
+        target_stderr=0.004,
+        max_samples=256,
+        seed=3,
+    )
     counts = result.terms.num_samples
     assert counts[1] == 2  # identical prompts: zero spread in the pilot, the 2 fresh samples a standard error needs
     assert counts[0] > 4 and counts[2] > 4
@@ -160,8 +195,9 @@ def test_adaptive_sampling_sizes_each_pair_from_its_pilot_and_estimates_from_fre
     assert torch.all(result.stderr[[0, 2]] < 2 * 0.004)
     pilot = jeffreys_terms(["tiger"], ["zebra"], model, num_samples=4, guidance_scale=1.0, seed=3).stderr("simple")
     assert counts[0] >= 4 * (pilot.item() / 0.004) ** 2  # at least what the pilot's spread asks for
-    fresh = jeffreys_terms(["tiger"], ["zebra"], model, num_samples=int(counts[0]), first_sample=4,
-                           guidance_scale=1.0, seed=3)
+    fresh = jeffreys_terms(
+        ["tiger"], ["zebra"], model, num_samples=int(counts[0]), first_sample=4, guidance_scale=1.0, seed=3
+    )
     torch.testing.assert_close(result.divergence[0], fresh.divergence("simple")[0], rtol=1e-12, atol=0)
 
 
@@ -171,10 +207,23 @@ def test_adaptive_estimate_is_unbiased():
     # -1.4 % +- 0.13 % (16,000 seeds): with skewed per-sample values a small spread comes with a small mean.
     model = gaussian_model(dim=2)
     exact = model.exact_divergence("tiger", "leopard", 6, 7.5, "girsanov")
-    estimates = torch.stack([
-        conjure_similarity(["tiger"], ["leopard"], model, num_steps=6, guidance_scale=7.5, weighting="girsanov",
-                           num_samples=2, target_stderr=0.13 * exact, max_samples=16, seed=seed).divergence[0]
-        for seed in range(12000)])
+    estimates = torch.stack(
+        [
+            conjure_similarity(
+                ["tiger"],
+                ["leopard"],
+                model,
+                num_steps=6,
+                guidance_scale=7.5,
+                weighting="girsanov",
+                num_samples=2,
+                target_stderr=0.13 * exact,
+                max_samples=16,
+                seed=seed,
+            ).divergence[0]
+            for seed in range(12000)
+        ]
+    )
     standard_error = estimates.std() / len(estimates) ** 0.5
     assert abs(estimates.mean().item() - exact) < 3 * standard_error.item()
     assert standard_error < 0.002 * exact  # so the check above can see a bias of 0.6 %
@@ -206,7 +255,9 @@ def test_out_of_memory_halves_the_micro_batch_and_gives_the_same_result():
             return super().predict_noise(x, t, c)
 
     with pytest.warns(RuntimeWarning, match="out of memory"):
-        got = conjure_similarity(["tiger", "fox"], ["zebra", "cat"], SmallMemory(model), max_batch_size=64, seed=1).divergence
+        got = conjure_similarity(
+            ["tiger", "fox"], ["zebra", "cat"], SmallMemory(model), max_batch_size=64, seed=1
+        ).divergence
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
 
 
@@ -238,10 +289,11 @@ def test_skipping_the_unconditional_prediction_at_the_last_step_changes_nothing(
 
 def test_standard_error_is_the_sample_standard_deviation_over_root_n():
     model = gaussian_model()
-    result = conjure_similarity(["tiger", "fox"], ["zebra", "cat"], model, num_steps=6, num_samples=5,
-                                guidance_scale=2.0, seed=3)
+    result = conjure_similarity(
+        ["tiger", "fox"], ["zebra", "cat"], model, num_steps=6, num_samples=5, guidance_scale=2.0, seed=3
+    )
     per_sample = result.terms.samples("simple")  # one Jeffreys estimate per Monte-Carlo sample
-    expected = torch.tensor([s.std(unbiased=True).item() / 5 ** 0.5 for s in per_sample], dtype=torch.float64)
+    expected = torch.tensor([s.std(unbiased=True).item() / 5**0.5 for s in per_sample], dtype=torch.float64)
     torch.testing.assert_close(result.stderr, expected, rtol=1e-12, atol=0)
 
 
@@ -250,7 +302,9 @@ def test_standard_error_matches_the_spread_of_estimates_over_seeds():
     model = gaussian_model()
     estimates, errors = [], []
     for seed in range(600):
-        result = conjure_similarity(["tiger"], ["zebra"], model, num_steps=6, num_samples=8, guidance_scale=2.0, seed=seed)
+        result = conjure_similarity(
+            ["tiger"], ["zebra"], model, num_steps=6, num_samples=8, guidance_scale=2.0, seed=seed
+        )
         estimates.append(result.divergence[0])
         errors.append(result.stderr[0])
     spread, reported = torch.stack(estimates).std(), torch.stack(errors).pow(2).mean().sqrt()

@@ -19,8 +19,14 @@ SETTINGS = dict(num_steps=3, num_samples=2, guidance_scale=2.0, seed=5, weightin
 
 def _clean_env(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
-    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_EVALUATE_OFFLINE="1", HF_HUB_OFFLINE="1",
-               HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env.update(
+        HF_HOME=str(tmp_path / "hf_home"),
+        HF_EVALUATE_OFFLINE="1",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        PYTHONWARNINGS="ignore",
+    )
     return env
 
 
@@ -32,14 +38,16 @@ def _run(code, env, cwd, check=True):
 
 
 def _compute_code(load_arg, model):
-    return (f"import json, evaluate\nm = evaluate.load({load_arg!r})\n"
-            f"r = m.compute(prompts_a={PROMPTS_A!r}, prompts_b={PROMPTS_B!r}, model={str(model)!r}, **{SETTINGS!r})\n"
-            "print('RESULT' + json.dumps(r))")
+    return (
+        f"import json, evaluate\nm = evaluate.load({load_arg!r})\n"
+        f"r = m.compute(prompts_a={PROMPTS_A!r}, prompts_b={PROMPTS_B!r}, model={str(model)!r}, **{SETTINGS!r})\n"
+        "print('RESULT' + json.dumps(r))"
+    )
 
 
 def _result(done):
     line = [text for text in done.stdout.splitlines() if text.startswith("RESULT")][-1]
-    return json.loads(line[len("RESULT"):])
+    return json.loads(line[len("RESULT") :])
 
 
 def _expected(model):
@@ -58,8 +66,9 @@ def _assert_matches(result, expected):
     torch.testing.assert_close(torch.tensor(result["divergence"], dtype=torch.float64), expected.divergence, **close)
     torch.testing.assert_close(torch.tensor(result["similarity"], dtype=torch.float64), expected.similarity, **close)
     assert result["mean_similarity"] == pytest.approx(float(expected.mean_similarity), rel=1e-5)
-    torch.testing.assert_close(torch.tensor(result["stderr"], dtype=torch.float64), expected.stderr, equal_nan=True,
-                               rtol=1e-3, atol=0)  # a spread of nearby values: relative round-off grows
+    torch.testing.assert_close(
+        torch.tensor(result["stderr"], dtype=torch.float64), expected.stderr, equal_nan=True, rtol=1e-3, atol=0
+    )  # a spread of nearby values: relative round-off grows
 
 
 def test_bare_name_loads_offline_from_any_directory_after_install(tmp_path, tiny_pixel_repo):
@@ -68,7 +77,9 @@ def test_bare_name_loads_offline_from_any_directory_after_install(tmp_path, tiny
     before = _run(_compute_code("conjure", tiny_pixel_repo), env, elsewhere, check=False)
     assert before.returncode != 0  # nothing cached yet: the install step is what makes it work
     _run("from conjure_metrics.evaluate_support import main; main(['install'])", env, elsewhere)
-    _assert_matches(_result(_run(_compute_code("conjure", tiny_pixel_repo), env, elsewhere)), _expected(tiny_pixel_repo))
+    _assert_matches(
+        _result(_run(_compute_code("conjure", tiny_pixel_repo), env, elsewhere)), _expected(tiny_pixel_repo)
+    )
 
 
 def test_module_path_inside_the_package_loads_without_install(tmp_path, tiny_pixel_repo):
@@ -85,13 +96,23 @@ def test_evaluate_distributed_mode_with_two_processes_matches_one(tmp_path, tiny
     shards = {0: (PROMPTS_A[:2], PROMPTS_B[:2]), 1: (PROMPTS_A[2:], PROMPTS_B[2:])}
     processes = []
     for rank, (a, b) in shards.items():
-        code = (f"import json, evaluate\n"
-                f"m = evaluate.load({module_path()!r}, num_process=2, process_id={rank}, experiment_id='conjure-test', cache_dir={str(cache)!r})\n"
-                f"m.add_batch(prompts_a={a!r}, prompts_b={b!r})\n"
-                f"r = m.compute(model={str(tiny_pixel_repo)!r}, **{SETTINGS!r})\n"
-                "print('RESULT' + json.dumps(r))")
-        processes.append(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True))
+        code = (
+            f"import json, evaluate\n"
+            f"m = evaluate.load({module_path()!r}, num_process=2, process_id={rank}, experiment_id='conjure-test', cache_dir={str(cache)!r})\n"
+            f"m.add_batch(prompts_a={a!r}, prompts_b={b!r})\n"
+            f"r = m.compute(model={str(tiny_pixel_repo)!r}, **{SETTINGS!r})\n"
+            "print('RESULT' + json.dumps(r))"
+        )
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outputs = [p.communicate(timeout=600) for p in processes]
     for p, (_, err) in zip(processes, outputs):
         assert p.returncode == 0, err

@@ -82,8 +82,27 @@ def test_cli_explain_writes_a_png(tmp_path, capsys):
 
     model = save_tiny_model(tmp_path / "model")
     out = tmp_path / "fig.png"
-    assert main(["explain", "a red fox", "a blue fox", "--model", str(model), "--out", str(out), "--steps", "3",
-                 "--samples", "2", "--quiet", "--json", str(tmp_path / "e.json")]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "a red fox",
+                "a blue fox",
+                "--model",
+                str(model),
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--samples",
+                "2",
+                "--quiet",
+                "--json",
+                str(tmp_path / "e.json"),
+            ]
+        )
+        == 0
+    )
     assert out.stat().st_size > 1000 and "divergence" in capsys.readouterr().out
 
 
@@ -134,8 +153,11 @@ def test_pictures_show_each_prompts_own_image_in_the_right_rows():
     from conjure_metrics.chains import linear_betas
 
     shape = (3, 4, 4)
-    model = GaussianConditionals({"": torch.zeros(shape), "a": torch.full(shape, 0.6), "b": torch.full(shape, -0.6)},
-                                 {"": 1.0, "a": 0.01, "b": 0.01}, torch.cumprod(1 - linear_betas(), 0))
+    model = GaussianConditionals(
+        {"": torch.zeros(shape), "a": torch.full(shape, 0.6), "b": torch.full(shape, -0.6)},
+        {"": 1.0, "a": 0.01, "b": 0.01},
+        torch.cumprod(1 - linear_betas(), 0),
+    )
     result = explain("a", "b", model, num_steps=8, num_samples=2, guidance_scale=1.0)
     grey = result.denoised.mean(dim=(-1, -2, -3))  # (trajectory, prompt, step)
     # At high noise x̂0 is the conditioning prompt's image, on either trajectory ...

@@ -68,10 +68,13 @@ def test_eps_factor_turns_velocity_differences_into_noise_differences():
     x, velocity = (v.double() for v in _state_and_velocity())
     other = velocity.flip(0)
     for i, sigma in enumerate(scheduler.sigmas[:-1].double()):
+
         def implied_noise(u):
             return (x - (1 - sigma) * (x - sigma * u)) / sigma
 
-        torch.testing.assert_close(implied_noise(velocity) - implied_noise(other), chain.eps_factor[i] * (velocity - other))
+        torch.testing.assert_close(
+            implied_noise(velocity) - implied_noise(other), chain.eps_factor[i] * (velocity - other)
+        )
     assert chain.eps_factor[0] == 0  # at pure noise eps = x, whatever the model says
 
 
@@ -138,7 +141,9 @@ def test_sde_chain_keeps_the_flow_marginals(noise_level):
 @pytest.mark.parametrize("sampler", ["sde", "ancestral"])
 def test_estimate_is_within_three_standard_errors_of_exact_flow_chain_divergence(sampler, weighting, guidance_scale):
     model = flow_gaussian_model(sampler)
-    terms = jeffreys_terms(["tiger"], ["zebra"], model, num_steps=10, num_samples=256, guidance_scale=guidance_scale, seed=3)
+    terms = jeffreys_terms(
+        ["tiger"], ["zebra"], model, num_steps=10, num_samples=256, guidance_scale=guidance_scale, seed=3
+    )
     estimate, stderr = terms.divergence(weighting).item(), terms.stderr(weighting).item()
     exact = model.exact_divergence("tiger", "zebra", 10, guidance_scale, weighting)
     assert abs(estimate - exact) < 3 * stderr
@@ -163,12 +168,19 @@ def test_flow_ode_is_refused_for_girsanov_weighting():
     model = flow_gaussian_model("ode")
     with pytest.raises(ValueError, match="weighting='girsanov' needs stochastic steps"):
         conjure_similarity(["tiger"], ["zebra"], model, num_steps=6, guidance_scale=1.0, weighting="girsanov")
-    assert conjure_similarity(["tiger"], ["zebra"], model, num_steps=6, num_samples=2, guidance_scale=1.0,
-                              weighting="simple").divergence[0] > 0
+    assert (
+        conjure_similarity(
+            ["tiger"], ["zebra"], model, num_steps=6, num_samples=2, guidance_scale=1.0, weighting="simple"
+        ).divergence[0]
+        > 0
+    )
 
 
-@pytest.mark.parametrize("sigmas, timesteps", [([1.0, 0.5, 0.6, 0.0], [1000, 500, 600]), ([1.2, 0.5, 0.0], [1200, 500]),
-                                               ([1.0, 0.5], [1000, 500])], ids=["rising", "above one", "no end"])
+@pytest.mark.parametrize(
+    "sigmas, timesteps",
+    [([1.0, 0.5, 0.6, 0.0], [1000, 500, 600]), ([1.2, 0.5, 0.0], [1200, 500]), ([1.0, 0.5], [1000, 500])],
+    ids=["rising", "above one", "no end"],
+)
 def test_flow_chain_refuses_sigmas_that_do_not_step_down_within_zero_and_one(sigmas, timesteps):
     with pytest.raises(ValueError, match="sigmas"):
         flow_ancestral_chain(sigmas, timesteps)

@@ -26,8 +26,13 @@ from conjure_metrics import ConjureSimilarity, conjure_similarity, explain
 from conjure_metrics.settings import MAX_NUM_SAMPLES, MAX_NUM_STEPS, ConjureSettings
 
 HARD_LIMIT_S = 20  # a call that takes this long counts as a hang (every valid example here takes < 1 s)
-FUZZ = settings(max_examples=120, deadline=5000, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=120,
+    deadline=5000,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 MODEL = gaussian_model(dim=4)
 
 
@@ -52,9 +57,16 @@ def hard_limit(seconds: float = HARD_LIMIT_S) -> Iterator[None]:
 # Strategies. "Valid" values are kept small so that an accepted call is fast; the malformed ones are
 # what a caller could plausibly pass by mistake.
 
+
 def _junk() -> st.SearchStrategy:
-    return st.one_of(st.none(), st.text(max_size=4), st.booleans(), st.lists(st.integers(), max_size=2),
-                     st.floats(allow_nan=True, allow_infinity=True), st.binary(max_size=3))
+    return st.one_of(
+        st.none(),
+        st.text(max_size=4),
+        st.booleans(),
+        st.lists(st.integers(), max_size=2),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.binary(max_size=3),
+    )
 
 
 def _bad_ints() -> st.SearchStrategy:
@@ -78,8 +90,9 @@ SETTING_VALUES: dict[str, st.SearchStrategy] = {
     "num_steps": _mostly(st.integers(1, 4), _bad_ints(), _huge_ints(), _junk()),
     "num_samples": _mostly(st.integers(1, 3), _bad_ints(), _huge_ints(MAX_NUM_SAMPLES), _junk()),
     "guidance_scale": _mostly(st.floats(0, 10), _any_float(), st.integers(-3, 10), _junk()),
-    "weighting": _mostly(st.sampled_from(["simple", "girsanov", "min_snr"]), st.sampled_from(["uniform", "SIMPLE"]),
-                         _junk()),
+    "weighting": _mostly(
+        st.sampled_from(["simple", "girsanov", "min_snr"]), st.sampled_from(["uniform", "SIMPLE"]), _junk()
+    ),
     "min_noise": _mostly(st.floats(0, 0.5), _any_float(), _junk()),
     "min_timestep": _mostly(st.floats(0, 500), _any_float(), _junk()),
     "seed": _mostly(st.integers(0, 2**70), st.integers(max_value=-1), _junk()),
@@ -87,8 +100,9 @@ SETTING_VALUES: dict[str, st.SearchStrategy] = {
     "target_stderr": _mostly(st.one_of(st.none(), st.floats(1e-3, 10)), _any_float(), _junk()),
     # With an unreachable target_stderr the adaptive loop draws max_samples: keep the valid ones small.
     "max_samples": _mostly(st.one_of(st.none(), st.integers(4, 8)), _bad_ints(), _huge_ints(MAX_NUM_SAMPLES), _junk()),
-    "sampler": _mostly(st.sampled_from([None, "ddpm", "ddim", "euler_ancestral"]), st.sampled_from(["sde", "bogus"]),
-                       _junk()),
+    "sampler": _mostly(
+        st.sampled_from([None, "ddpm", "ddim", "euler_ancestral"]), st.sampled_from(["sde", "bogus"]), _junk()
+    ),
 }
 UNKNOWN_KEYWORDS = ("num_step", "temperature", "steps", "guidance", "eta")
 
@@ -105,8 +119,9 @@ def setting_kwargs(draw, keys: tuple[str, ...] = tuple(SETTING_VALUES)) -> dict[
 
 
 KNOWN_PROMPTS = st.sampled_from(PROMPTS)
-BAD_PROMPTS = st.one_of(st.text(max_size=6), st.integers(), st.none(), st.binary(max_size=3), st.floats(allow_nan=True),
-                        st.just("\ud800"))  # a lone surrogate: a str that is not text
+BAD_PROMPTS = st.one_of(
+    st.text(max_size=6), st.integers(), st.none(), st.binary(max_size=3), st.floats(allow_nan=True), st.just("\ud800")
+)  # a lone surrogate: a str that is not text
 PROMPT_ITEMS = _mostly(st.one_of(KNOWN_PROMPTS, st.just("")), BAD_PROMPTS)
 DEFECTS = ["none"] * 5 + ["ragged", "empty", "tuple", "bare string", "not a sequence", "bad prompt"]
 
@@ -133,7 +148,9 @@ def prompt_lists(draw) -> tuple[Any, Any]:
     return lists[0], lists[1]
 
 
-def _assert_valid_result(similarity: torch.Tensor, divergence: torch.Tensor, stderr: torch.Tensor | None = None) -> None:
+def _assert_valid_result(
+    similarity: torch.Tensor, divergence: torch.Tensor, stderr: torch.Tensor | None = None
+) -> None:
     assert torch.isfinite(divergence).all() and (divergence >= 0).all(), divergence
     assert ((similarity >= 0) & (similarity <= 1)).all(), similarity
     torch.testing.assert_close(similarity, 1 / (1 + divergence), rtol=1e-12, atol=0)
@@ -204,8 +221,12 @@ def test_metric_update_accumulates_a_valid_batch_or_refuses_it_changing_nothing(
 
 
 @FUZZ
-@given(prompt_a=PROMPT_ITEMS, prompt_b=PROMPT_ITEMS, kwargs=setting_kwargs(),
-       sample_index=_mostly(st.integers(0, 1), st.integers(-2, 5), _junk()))
+@given(
+    prompt_a=PROMPT_ITEMS,
+    prompt_b=PROMPT_ITEMS,
+    kwargs=setting_kwargs(),
+    sample_index=_mostly(st.integers(0, 1), st.integers(-2, 5), _junk()),
+)
 def test_explain_returns_finite_contributions_or_a_value_or_type_error(prompt_a, prompt_b, kwargs, sample_index):
     kwargs.pop("target_stderr", None), kwargs.pop("max_samples", None)  # not settings of explain
     with hard_limit():
@@ -221,6 +242,7 @@ def test_explain_returns_finite_contributions_or_a_value_or_type_error(prompt_a,
 
 
 # Found by this fuzzing: a huge num_samples once looped over 10**30 sample seeds instead of failing.
+
 
 def test_huge_num_samples_is_refused_not_run():
     with hard_limit(5):

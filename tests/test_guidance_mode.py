@@ -49,8 +49,9 @@ def test_embedded_guidance_makes_no_unconditional_calls_and_passes_the_scale():
 
 def test_embedded_guidance_reaches_the_model_through_the_compiled_wrapper():
     embedded = GuidedAs(flow_gaussian_model(), "embedded")
-    jeffreys_terms(PROMPTS_A, PROMPTS_B, CompiledDenoiser(embedded, batch_size=8, compile=False), guidance_scale=2.0,
-                   **SETTINGS)
+    jeffreys_terms(
+        PROMPTS_A, PROMPTS_B, CompiledDenoiser(embedded, batch_size=8, compile=False), guidance_scale=2.0, **SETTINGS
+    )
     assert embedded.unconditional_rows == 0 and embedded.scales == {2.0}
 
 
@@ -59,7 +60,9 @@ def test_unguided_model_ignores_the_scale_and_makes_no_unconditional_calls():
     unguided = GuidedAs(model, "none")
     ignored = jeffreys_terms(PROMPTS_A, PROMPTS_B, unguided, guidance_scale=3.5, **SETTINGS)
     assert unguided.unconditional_rows == 0
-    assert torch.equal(ignored.squared, jeffreys_terms(PROMPTS_A, PROMPTS_B, model, guidance_scale=1.0, **SETTINGS).squared)
+    assert torch.equal(
+        ignored.squared, jeffreys_terms(PROMPTS_A, PROMPTS_B, model, guidance_scale=1.0, **SETTINGS).squared
+    )
 
 
 def test_models_guided_differently_cannot_be_compared():

@@ -3,15 +3,23 @@
 import subprocess
 import sys
 
-CORE = ("conjure_metrics.estimator", "conjure_metrics.chains", "conjure_metrics.chains_flow", "conjure_metrics.noise",
-        "conjure_metrics.adaptive", "conjure_metrics.weighting", "conjure_metrics.conditioning",
-        "conjure_metrics.settings")
+CORE = (
+    "conjure_metrics.estimator",
+    "conjure_metrics.chains",
+    "conjure_metrics.chains_flow",
+    "conjure_metrics.noise",
+    "conjure_metrics.adaptive",
+    "conjure_metrics.weighting",
+    "conjure_metrics.conditioning",
+    "conjure_metrics.settings",
+)
 HEAVY = ("torchmetrics", "diffusers", "transformers", "lightning", "matplotlib", "evaluate")
 
 
 def test_importing_the_core_imports_no_heavy_library():
-    code = (f"import sys\nfor name in {CORE!r}: __import__(name)\n"
-            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    code = (
+        f"import sys\nfor name in {CORE!r}: __import__(name)\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""
 

@@ -49,9 +49,31 @@ def test_logged_value_under_two_cpu_ranks_equals_single_process(strategy, precis
     out = tmp_path / "result.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     done = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--model", str(tiny32), "--devices", "2", "--strategy", strategy,
-         "--precision", precision, "--max-steps", "2", "--conjure-steps", "3", "--conjure-samples", "2", "--out", str(out)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--model",
+            str(tiny32),
+            "--devices",
+            "2",
+            "--strategy",
+            strategy,
+            "--precision",
+            precision,
+            "--max-steps",
+            "2",
+            "--conjure-steps",
+            "3",
+            "--conjure-samples",
+            "2",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     logged = json.loads(out.read_text())
@@ -67,8 +89,17 @@ def test_logged_value_under_two_cpu_ranks_equals_single_process(strategy, precis
 
 
 def _fit_and_save(module, path):
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(module)
     if module.val_similarity is not None:
         module.val_similarity.update(["a red fox", "a zebra"], ["a blue fox", "a zebra"])
@@ -122,7 +153,9 @@ class _Validating(L.LightningModule):
 
     def val_dataloader(self):
         pairs = [("tiger", "leopard"), ("zebra", "fox")]
-        return torch.utils.data.DataLoader(pairs, batch_size=1, collate_fn=lambda b: ([x for x, _ in b], [y for _, y in b]))
+        return torch.utils.data.DataLoader(
+            pairs, batch_size=1, collate_fn=lambda b: ([x for x, _ in b], [y for _, y in b])
+        )
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -133,8 +166,16 @@ def test_a_resumed_run_counts_each_validations_pairs_once(tmp_path):
     # whose accumulators entered the checkpoint would count that validation's pairs again.
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    quiet = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                 num_sanity_val_steps=0, val_check_interval=0.5, default_root_dir=tmp_path)
+    quiet = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        val_check_interval=0.5,
+        default_root_dir=tmp_path,
+    )
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, monitor="val/sim", mode="max")
     first = _Validating()
     L.Trainer(max_epochs=1, callbacks=[checkpoint], **quiet).fit(first)

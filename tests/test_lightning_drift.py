@@ -18,8 +18,16 @@ from conjure_metrics.lightning_drift import ConceptDrift
 PROMPTS = ["a red cat", "a red dog", "a blue bird", "a green fish"]
 GROUPS = ["target", "target", "preserve", "preserve"]
 SETTINGS = dict(num_steps=3, num_samples=2, guidance_scale=3.0, seed=0)
-QUIET = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=1)
+QUIET = dict(
+    accelerator="cpu",
+    devices=1,
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    num_sanity_val_steps=0,
+    limit_val_batches=1,
+)
 
 
 class Trainee(L.LightningModule):
@@ -189,12 +197,15 @@ def test_ungrouped_prompts_log_one_group_all_and_no_specificity():
     assert "drift/all" in logged and "drift/specificity" not in logged
 
 
-@pytest.mark.parametrize("kwargs,error", [
-    (dict(every_n_epochs=0), ValueError),
-    (dict(num_step=3), TypeError),
-    (dict(groups=["target"]), ValueError),
-    (dict(denoiser_fn="unet"), TypeError),
-])
+@pytest.mark.parametrize(
+    "kwargs,error",
+    [
+        (dict(every_n_epochs=0), ValueError),
+        (dict(num_step=3), TypeError),
+        (dict(groups=["target"]), ValueError),
+        (dict(denoiser_fn="unet"), TypeError),
+    ],
+)
 def test_bad_arguments_are_refused(kwargs, error):
     with pytest.raises(error):
         ConceptDrift(PROMPTS, **kwargs)
@@ -236,8 +247,9 @@ def test_two_ddp_ranks_log_what_one_process_logs(tmp_path):
     script = tmp_path / "fit_ddp.py"
     script.write_text(_DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(out)))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    done = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ddp = json.loads(out.read_text())
     assert ddp["world_size"] == 2

@@ -110,8 +110,21 @@ def test_lora_rank_does_not_change_the_cache_key_of_full_finetunes(tiny_base, tm
 
 
 def test_the_command_line_lora_flag_writes_an_adapter(tiny_base, tmp_path, capsys):
-    main(["--edit", "coat=red:blue", "--lora", "--steps", "1", "--batch-size", "1", "--base", str(tiny_base),
-          "--out", str(tmp_path / "cli")])
+    main(
+        [
+            "--edit",
+            "coat=red:blue",
+            "--lora",
+            "--steps",
+            "1",
+            "--batch-size",
+            "1",
+            "--base",
+            str(tiny_base),
+            "--out",
+            str(tmp_path / "cli"),
+        ]
+    )
     assert (tmp_path / "cli" / LORA_WEIGHTS).is_file()
 
 
@@ -131,10 +144,27 @@ def report(tmp_path_factory):
     prompts = folder / "prompts.txt"
     prompts.write_text("".join(f"target: {p}\n" for p in target) + "".join(f"preserve: {p}\n" for p in preserve))
     out = folder / "drift.json"
-    cli_main(["drift", "conjure-zoo", str(shipped_adapter("coat-red-as-blue")),
-              str(shipped_adapter("coat-red-as-blue-control")), "--prompts", str(prompts), "--groups",
-              "target,preserve", "--steps", str(SETTINGS["num_steps"]), "--samples", str(SETTINGS["num_samples"]),
-              "--seed", str(SETTINGS["seed"]), "--json", str(out), "--quiet"])
+    cli_main(
+        [
+            "drift",
+            "conjure-zoo",
+            str(shipped_adapter("coat-red-as-blue")),
+            str(shipped_adapter("coat-red-as-blue-control")),
+            "--prompts",
+            str(prompts),
+            "--groups",
+            "target,preserve",
+            "--steps",
+            str(SETTINGS["num_steps"]),
+            "--samples",
+            str(SETTINGS["num_samples"]),
+            "--seed",
+            str(SETTINGS["seed"]),
+            "--json",
+            str(out),
+            "--quiet",
+        ]
+    )
     return json.loads(out.read_text())
 
 

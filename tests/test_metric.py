@@ -116,8 +116,9 @@ class CallableDenoiserWithModule(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.layer = torch.nn.Linear(4, 4)
-        self._chain = CallableDenoiser(lambda x, t, c: x, lambda p: torch.zeros(len(p), 4), (4,),
-                                       lambda n: gaussian_model().reverse_chain(n))
+        self._chain = CallableDenoiser(
+            lambda x, t, c: x, lambda p: torch.zeros(len(p), 4), (4,), lambda n: gaussian_model().reverse_chain(n)
+        )
 
     @property
     def device(self):

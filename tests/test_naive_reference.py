@@ -52,13 +52,19 @@ def test_v_prediction_oracle_gives_its_noise_predicting_twin_divergence():
 @pytest.mark.parametrize("weighting", ["simple", "girsanov"])
 def test_engine_matches_the_oracle_under_a_noise_floor(weighting):
     engine, oracle = _engine_and_oracle(gaussian_model(), weighting, min_noise=0.3)
-    unfloored = torch.stack([naive_divergence(p, q, gaussian_model(), **SETTINGS, weighting=weighting) for p, q in PAIRS])
+    unfloored = torch.stack(
+        [naive_divergence(p, q, gaussian_model(), **SETTINGS, weighting=weighting) for p, q in PAIRS]
+    )
     torch.testing.assert_close(engine, oracle, rtol=1e-10, atol=1e-12)
     assert not torch.allclose(oracle[0], unfloored[0])  # the floor left steps out
 
 
 def test_engine_matches_the_oracle_on_a_tiny_unet():
     denoiser = DiffusersDenoiser(**build_tiny_components())
-    terms = jeffreys_terms(["a red fox"], ["a blue fox"], denoiser, num_steps=4, num_samples=2, guidance_scale=3.0, seed=1)
-    expected = naive_divergence("a red fox", "a blue fox", denoiser, num_steps=4, num_samples=2, guidance_scale=3.0, seed=1)
+    terms = jeffreys_terms(
+        ["a red fox"], ["a blue fox"], denoiser, num_steps=4, num_samples=2, guidance_scale=3.0, seed=1
+    )
+    expected = naive_divergence(
+        "a red fox", "a blue fox", denoiser, num_steps=4, num_samples=2, guidance_scale=3.0, seed=1
+    )
     torch.testing.assert_close(terms.samples("simple")[0], expected, rtol=1e-4, atol=1e-7)

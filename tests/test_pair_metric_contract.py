@@ -55,8 +55,12 @@ def trajectory_reference(model, prompts_a: list[str], prompts_b: list[str]) -> t
         for side in range(2):
             for j in range(n):
                 continuation = naive_continuation(model, ids[side], seed, j, m, _TOKENIZER.eos_token_id)
-                gaps.append(abs(naive_log_likelihood(model, ids[0], continuation)
-                                - naive_log_likelihood(model, ids[1], continuation)))
+                gaps.append(
+                    abs(
+                        naive_log_likelihood(model, ids[0], continuation)
+                        - naive_log_likelihood(model, ids[1], continuation)
+                    )
+                )
         distances.append(sum(gaps) / len(gaps))
     return torch.tensor(distances, dtype=torch.float64)
 
@@ -116,16 +120,27 @@ class MetricCase:
 
 CASES = [
     MetricCase(
-        name="conjure", build=build_conjure, new_model=gaussian_model, model_of=lambda m: m.denoiser,
+        name="conjure",
+        build=build_conjure,
+        new_model=gaussian_model,
+        model_of=lambda m: m.denoiser,
         functional=lambda a, b, model: conjure_similarity(a, b, model, **CONJURE_SETTINGS),
-        reference=conjure_reference, poison=poison_conjure, fail_model_after=fail_conjure_model_after,
-        prompts_a=["tiger", "fox", "leopard", "cat"], prompts_b=["zebra", "cat", "tiger", "cat"],
+        reference=conjure_reference,
+        poison=poison_conjure,
+        fail_model_after=fail_conjure_model_after,
+        prompts_a=["tiger", "fox", "leopard", "cat"],
+        prompts_b=["zebra", "cat", "tiger", "cat"],
         bad_updates=[("no distribution", ValueError, (["tiger"], ["an unknown prompt"]))],  # raised inside the model
     ),
     MetricCase(
-        name="trajectory", build=build_trajectory, new_model=tiny_lm, model_of=lambda m: m.language_model,
+        name="trajectory",
+        build=build_trajectory,
+        new_model=tiny_lm,
+        model_of=lambda m: m.language_model,
         functional=lambda a, b, model: trajectory_similarity(a, b, model, tokenizer=_TOKENIZER, **TRAJECTORY_SETTINGS),
-        reference=trajectory_reference, poison=poison_trajectory, fail_model_after=fail_trajectory_model_after,
+        reference=trajectory_reference,
+        poison=poison_trajectory,
+        fail_model_after=fail_trajectory_model_after,
         prompts_a=["a red fox", "a striped cat in the snow", "an animal", "a red fox"],
         prompts_b=["a crimson fox", "a blue bear", "a zebra at night", "a red fox"],
         bad_updates=[("max_new_tokens", ValueError, ([" ".join(["red"] * 30)], ["a fox"]))],
@@ -150,6 +165,7 @@ def _float64_tensors(state: dict) -> Iterator[torch.Tensor]:
 
 
 # Accumulation and values.
+
 
 def test_metric_matches_its_functional_twin_over_several_batches(case):
     model = case.new_model()
@@ -232,6 +248,7 @@ def test_reset_clears_the_accumulators(case):
 
 # State: checkpoints, dtypes, devices, copies.
 
+
 def test_state_dict_holds_no_model_weights_even_when_persistent(case):
     metric = case.build()
     metric.persistent(True)
@@ -262,8 +279,12 @@ def test_state_dict_round_trip_restores_the_accumulated_state_when_persistent(ca
     torch.testing.assert_close(restored.compute(), metric.compute(), rtol=0, atol=0)
 
 
-CASTS = {"half": lambda m: m.half(), "to-bf16": lambda m: m.to(torch.bfloat16),
-         "set_dtype-fp16": lambda m: m.set_dtype(torch.float16), "float": lambda m: m.float()}
+CASTS = {
+    "half": lambda m: m.half(),
+    "to-bf16": lambda m: m.to(torch.bfloat16),
+    "set_dtype-fp16": lambda m: m.set_dtype(torch.float16),
+    "float": lambda m: m.float(),
+}
 
 
 @pytest.mark.parametrize("cast", CASTS.values(), ids=CASTS.keys())
@@ -370,8 +391,12 @@ def _bad_update(case: MetricCase, index: int) -> tuple[str, type, tuple]:
 def _observed(metric: PairSimilarityMetric) -> dict:
     """Everything a rejected call must leave alone: state, counters, sync flags, results."""
     observed = dict(compute=metric.compute().clone(), pairs={k: v.clone() for k, v in metric.pair_results().items()})
-    return dict(observed, state=snapshot_state(metric), update_count=metric._update_count,
-                flags=(metric._to_sync, metric._should_unsync, metric._enable_grad, metric._computed))
+    return dict(
+        observed,
+        state=snapshot_state(metric),
+        update_count=metric._update_count,
+        flags=(metric._to_sync, metric._should_unsync, metric._enable_grad, metric._computed),
+    )
 
 
 def _assert_unchanged(before: dict, metric: PairSimilarityMetric) -> None:
@@ -427,8 +452,10 @@ def test_non_finite_model_output_is_a_value_error_that_changes_nothing(case, bad
 
 DDP_PROMPTS = {
     "conjure": (["tiger", "fox", "cat", "zebra", "leopard"], ["zebra", "cat", "cat", "fox", "tiger"]),
-    "trajectory": (["a red fox", "a striped cat", "a zebra", "a blue bear in the snow", "a red fox"],
-                   ["a crimson fox", "a zebra", "a zebra", "a fish", "a striped cat"]),
+    "trajectory": (
+        ["a red fox", "a striped cat", "a zebra", "a blue bear in the snow", "a red fox"],
+        ["a crimson fox", "a zebra", "a zebra", "a fish", "a striped cat"],
+    ),
 }
 DDP_SCENARIOS = {"uneven": [(0, 3), (3, 5)], "one-rank-empty": [(0, 5), (5, 5)]}
 
@@ -442,10 +469,17 @@ def build_for_rank(name: str, dist_sync_fn: Callable) -> PairSimilarityMetric:
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory) -> dict:
     out_dir = tmp_path_factory.mktemp("ddp")
-    jobs = [(name, scenario, slices, *DDP_PROMPTS[name]) for name in DDP_PROMPTS for scenario, slices in DDP_SCENARIOS.items()]
+    jobs = [
+        (name, scenario, slices, *DDP_PROMPTS[name])
+        for name in DDP_PROMPTS
+        for scenario, slices in DDP_SCENARIOS.items()
+    ]
     mp.spawn(run, args=(2, free_port(), build_for_rank, jobs, str(out_dir)), nprocs=2, join=True)
-    return {(name, scenario, rank): torch.load(out_dir / f"{name}-{scenario}-rank{rank}.pt")
-            for name, scenario, *_ in jobs for rank in range(2)}
+    return {
+        (name, scenario, rank): torch.load(out_dir / f"{name}-{scenario}-rank{rank}.pt")
+        for name, scenario, *_ in jobs
+        for rank in range(2)
+    }
 
 
 @pytest.mark.distributed

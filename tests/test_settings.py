@@ -19,10 +19,23 @@ def test_unset_weighting_and_floor_take_the_mode_defaults():
     base, other = gaussian_model(seed=0), gaussian_model(seed=1)
     prompts = conjure_similarity(["tiger"], ["zebra"], base, **SETTINGS)
     models = conjure_similarity(["tiger"], ["tiger"], base, model_b=other, **SETTINGS)
-    assert (prompts.settings.weighting, prompts.settings.min_noise) == (PROMPT_DEFAULTS.weighting, PROMPT_DEFAULTS.min_noise)
-    assert (models.settings.weighting, models.settings.min_noise) == (MODEL_DEFAULTS.weighting, MODEL_DEFAULTS.min_noise)
-    explicit = conjure_similarity(["tiger"], ["tiger"], base, model_b=other, weighting=MODEL_DEFAULTS.weighting,
-                                  min_noise=MODEL_DEFAULTS.min_noise, **SETTINGS)
+    assert (prompts.settings.weighting, prompts.settings.min_noise) == (
+        PROMPT_DEFAULTS.weighting,
+        PROMPT_DEFAULTS.min_noise,
+    )
+    assert (models.settings.weighting, models.settings.min_noise) == (
+        MODEL_DEFAULTS.weighting,
+        MODEL_DEFAULTS.min_noise,
+    )
+    explicit = conjure_similarity(
+        ["tiger"],
+        ["tiger"],
+        base,
+        model_b=other,
+        weighting=MODEL_DEFAULTS.weighting,
+        min_noise=MODEL_DEFAULTS.min_noise,
+        **SETTINGS,
+    )
     torch.testing.assert_close(models.divergence, explicit.divergence, rtol=0, atol=0)
 
 
@@ -56,8 +69,17 @@ def test_noise_floor_leaves_out_the_steps_that_land_below_it(num_steps):
 
 def test_noise_floor_matches_the_exact_expectation_on_a_gaussian_model():
     model = gaussian_model(dim=8)
-    result = conjure_similarity(["tiger"], ["zebra"], model, num_steps=8, num_samples=400, guidance_scale=1.0,
-                                weighting="girsanov", min_noise=0.3, seed=3)
+    result = conjure_similarity(
+        ["tiger"],
+        ["zebra"],
+        model,
+        num_steps=8,
+        num_samples=400,
+        guidance_scale=1.0,
+        weighting="girsanov",
+        min_noise=0.3,
+        seed=3,
+    )
     exact = model.exact_divergence("tiger", "zebra", 8, 1.0, "girsanov", min_noise=0.3)
     assert exact < model.exact_divergence("tiger", "zebra", 8, 1.0, "girsanov")
     assert abs(float(result.divergence) - exact) < 3 * float(result.stderr)
@@ -69,16 +91,23 @@ def test_min_snr_weighting_scales_simple_by_min_snr_over_snr():
     snr = chain.alpha_bar / (1 - chain.alpha_bar)
     expected = step_weights(chain, "simple", 4, counted) * torch.minimum(snr, torch.tensor(5.0)) / snr
     torch.testing.assert_close(step_weights(chain, "min_snr", 4, counted), expected)
-    assert bool((step_weights(chain, "min_snr", 4, counted)[snr < 5] == step_weights(chain, "simple", 4, counted)[snr < 5]).all())
+    assert bool(
+        (
+            step_weights(chain, "min_snr", 4, counted)[snr < 5] == step_weights(chain, "simple", 4, counted)[snr < 5]
+        ).all()
+    )
 
 
-@pytest.mark.parametrize("bad, error, match", [
-    (dict(min_noise=1.0), ValueError, "min_noise"),
-    (dict(min_noise=-0.1), ValueError, "min_noise"),
-    (dict(min_noise="0.2"), TypeError, "min_noise"),
-    (dict(weighting="exact"), ValueError, "weighting"),
-    (dict(num_steps=2.5), TypeError, "num_steps"),
-])
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (dict(min_noise=1.0), ValueError, "min_noise"),
+        (dict(min_noise=-0.1), ValueError, "min_noise"),
+        (dict(min_noise="0.2"), TypeError, "min_noise"),
+        (dict(weighting="exact"), ValueError, "weighting"),
+        (dict(num_steps=2.5), TypeError, "num_steps"),
+    ],
+)
 def test_bad_settings_are_refused_by_name(bad, error, match):
     with pytest.raises(error, match=match):
         ConjureSettings(**bad)

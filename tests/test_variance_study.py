@@ -53,10 +53,10 @@ def test_midpoint_chain_weight_variance_matches_a_simulated_gaussian_path():
     generator = torch.Generator().manual_seed(0)
     steps, dim, sigma = 3, 4, 0.7
     delta = torch.full((dim,), 0.35, dtype=torch.float64)
-    jeffreys = 2 * steps * delta.square().sum() / (2 * sigma ** 2)
+    jeffreys = 2 * steps * delta.square().sum() / (2 * sigma**2)
     noise = sigma * torch.randn(400000, steps, dim, generator=generator, dtype=torch.float64)  # increments under Q
-    log_w1 = ((delta / 2) * noise).sum(dim=(1, 2)) / sigma ** 2 - steps * delta.square().sum() / (8 * sigma ** 2)
-    log_w2 = -((delta / 2) * noise).sum(dim=(1, 2)) / sigma ** 2 - steps * delta.square().sum() / (8 * sigma ** 2)
+    log_w1 = ((delta / 2) * noise).sum(dim=(1, 2)) / sigma**2 - steps * delta.square().sum() / (8 * sigma**2)
+    log_w2 = -((delta / 2) * noise).sum(dim=(1, 2)) / sigma**2 - steps * delta.square().sum() / (8 * sigma**2)
     weights = (log_w1.exp() + log_w2.exp()) / 2
     assert abs(weights.mean() - 1) < 0.01
     simulated = (weights.square().mean()).log()

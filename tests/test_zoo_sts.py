@@ -12,7 +12,9 @@ from conjure_metrics import conjure_similarity
 
 pytestmark = pytest.mark.slow
 
-_spec = importlib.util.spec_from_file_location("zoo_sts", Path(__file__).resolve().parents[1] / "benchmarks" / "zoo_sts.py")
+_spec = importlib.util.spec_from_file_location(
+    "zoo_sts", Path(__file__).resolve().parents[1] / "benchmarks" / "zoo_sts.py"
+)
 zoo_sts = importlib.util.module_from_spec(_spec)
 sys.modules["zoo_sts"] = zoo_sts  # dataclasses look their module up there
 _spec.loader.exec_module(zoo_sts)
@@ -30,7 +32,15 @@ def test_held_out_pairs_are_held_out_and_carry_graded_truth():
 
 def test_conjure_similarity_on_thirty_zoo_pairs_correlates_positively_with_truth():
     pairs = zoo_sts.zoo_sts_pairs(30, seed=0)
-    result = conjure_similarity([p.a for p in pairs], [p.b for p in pairs], None, num_steps=5, num_samples=1,
-                                guidance_scale=3.0, seed=0, progress_bar=False)
+    result = conjure_similarity(
+        [p.a for p in pairs],
+        [p.b for p in pairs],
+        None,
+        num_steps=5,
+        num_samples=1,
+        guidance_scale=3.0,
+        seed=0,
+        progress_bar=False,
+    )
     rho = spearmanr(result.similarity.numpy(), np.array([p.truth for p in pairs])).statistic
     assert rho > 0.3

@@ -27,7 +27,9 @@ from conjure_metrics.sts.cli import add_sts_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="conjure", description="Semantic similarity as a diffusion model imagines it.")
+    parser = argparse.ArgumentParser(
+        prog="conjure", description="Semantic similarity as a diffusion model imagines it."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     similarity = commands.add_parser("similarity", help="similarity of prompt pairs")
@@ -43,14 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", default="conjure_explain.png", help="PNG file to write (default conjure_explain.png)")
     explain.add_argument("--model", default=None, help="diffusers folder or hub id (default: embedded conjure-zoo)")
     explain.add_argument("--sample-index", type=int, default=0, help="which Monte-Carlo sample to picture")
-    explain.add_argument("--highlight", type=non_negative_int, default=2, help="frame the N largest per-step contributions")
+    explain.add_argument(
+        "--highlight", type=non_negative_int, default=2, help="frame the N largest per-step contributions"
+    )
     add_estimator_options(explain, exclude=("target_stderr", "max_samples"))
     explain.set_defaults(run=explain_command)
 
     compare = commands.add_parser("compare", help="how far one checkpoint moved from another, per prompt")
     compare.add_argument("base", help="reference model: diffusers folder or hub id (conjure-zoo: the embedded model)")
-    compare.add_argument("other", help="model to compare with it: a diffusers folder, a LoRA / PEFT adapter, a training "
-                                       "checkpoint folder (unet/, unet_ema/ or transformer/) or a single .safetensors file")
+    compare.add_argument(
+        "other",
+        help="model to compare with it: a diffusers folder, a LoRA / PEFT adapter, a training "
+        "checkpoint folder (unet/, unet_ema/ or transformer/) or a single .safetensors file",
+    )
     compare.add_argument("--prompts", help="file with one prompt per line")
     compare.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     add_estimator_options(compare)

@@ -36,26 +36,39 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-def _load(args: argparse.Namespace, stages: Stages, model: str | None, model_b: str | None = None,
-          ) -> tuple[ConjureSettings, Denoiser, Denoiser | None]:
+def _load(
+    args: argparse.Namespace,
+    stages: Stages,
+    model: str | None,
+    model_b: str | None = None,
+) -> tuple[ConjureSettings, Denoiser, Denoiser | None]:
     """The checked settings and the loaded model(s), the loading announced as a stage."""
     settings = settings_from_args(args)
     stages.stage(f"loading {model or 'conjure-zoo'}" + (f" and {model_b}" if model_b else ""))
     with library_bars_off():
         options = {"device": args.device} if args.device is not None else {}
-        denoiser_a, denoiser_b = load_pair(model, model_b, settings.sampler, {**options, **checkpoint_options_from_args(args)})
+        denoiser_a, denoiser_b = load_pair(
+            model, model_b, settings.sampler, {**options, **checkpoint_options_from_args(args)}
+        )
     return settings, denoiser_a, denoiser_b
 
 
 def _scoring(stages: Stages, what: str, settings: ConjureSettings) -> None:
-    stages.stage(f"scoring {what}: {settings.num_steps} steps x {settings.num_samples} sample(s)"
-                 + ("" if stages.bar else " (no bar: not a terminal)"))
+    stages.stage(
+        f"scoring {what}: {settings.num_steps} steps x {settings.num_samples} sample(s)"
+        + ("" if stages.bar else " (no bar: not a terminal)")
+    )
 
 
 def _rows(result: ConjureResult, first: Sequence[str], second: Sequence[str]) -> list[dict[str, Any]]:
     return [
-        {"prompt_a": a, "prompt_b": b, "similarity": float(s), "divergence": float(d),
-         "stderr": None if math.isnan(float(e)) else float(e)}
+        {
+            "prompt_a": a,
+            "prompt_b": b,
+            "similarity": float(s),
+            "divergence": float(d),
+            "stderr": None if math.isnan(float(e)) else float(e),
+        }
         for a, b, s, d, e in zip(first, second, result.similarity, result.divergence, result.stderr)
     ]
 
@@ -83,8 +96,10 @@ def non_negative_int(text: str) -> int:
 
 def similarity_command(args: argparse.Namespace) -> None:
     if args.pairs is not None and args.prompts:
-        raise ValueError(f"give either two prompts or --pairs FILE, not both (got {len(args.prompts)} prompt(s) "
-                         f"and --pairs {args.pairs})")
+        raise ValueError(
+            f"give either two prompts or --pairs FILE, not both (got {len(args.prompts)} prompt(s) "
+            f"and --pairs {args.pairs})"
+        )
     if args.pairs is not None:
         check_regular_file(args.pairs, "--pairs")
         first, second = read_pairs(args.pairs)
@@ -100,10 +115,25 @@ def similarity_command(args: argparse.Namespace) -> None:
     _scoring(stages, f"{len(first)} pair(s)", settings)
     result = score_pairs(first, second, denoiser_a, denoiser_b, settings, progress_bar=stages.bar)
     rows = _rows(result, first, second)
-    _print_table(rows, [("prompt_a", "prompt A"), ("prompt_b", "prompt B"), ("similarity", "similarity"),
-                        ("divergence", "divergence"), ("stderr", "± stderr")])
-    write_json(args.json_path, {"settings": _settings(args), "model": args.model or "conjure-zoo",
-                                 "mean_similarity": float(result.mean_similarity), "pairs": rows})
+    _print_table(
+        rows,
+        [
+            ("prompt_a", "prompt A"),
+            ("prompt_b", "prompt B"),
+            ("similarity", "similarity"),
+            ("divergence", "divergence"),
+            ("stderr", "± stderr"),
+        ],
+    )
+    write_json(
+        args.json_path,
+        {
+            "settings": _settings(args),
+            "model": args.model or "conjure-zoo",
+            "mean_similarity": float(result.mean_similarity),
+            "pairs": rows,
+        },
+    )
 
 
 def compare_command(args: argparse.Namespace) -> None:
@@ -118,13 +148,15 @@ def compare_command(args: argparse.Namespace) -> None:
     settings, denoiser_a, denoiser_b = _load(args, stages, args.base, args.other)
     _scoring(stages, f"{len(prompts)} prompt(s) under both models", settings)
     result = score_pairs(prompts, prompts, denoiser_a, denoiser_b, settings, progress_bar=stages.bar)
-    rows = [{"prompt": r["prompt_a"], **{k: r[k] for k in ("divergence", "stderr", "similarity")}}
-            for r in _rows(result, prompts, prompts)]
+    rows = [
+        {"prompt": r["prompt_a"], **{k: r[k] for k in ("divergence", "stderr", "similarity")}}
+        for r in _rows(result, prompts, prompts)
+    ]
     print(f"{args.base}  vs  {args.other}")
-    _print_table(rows, [("prompt", "prompt"), ("divergence", "divergence"), ("stderr", "± stderr"),
-                        ("similarity", "similarity")])
-    write_json(args.json_path, {"settings": _settings(args), "base": args.base, "other": args.other,
-                                 "prompts": rows})
+    _print_table(
+        rows, [("prompt", "prompt"), ("divergence", "divergence"), ("stderr", "± stderr"), ("similarity", "similarity")]
+    )
+    write_json(args.json_path, {"settings": _settings(args), "base": args.base, "other": args.other, "prompts": rows})
 
 
 def explain_command(args: argparse.Namespace) -> None:
@@ -140,16 +172,32 @@ def explain_command(args: argparse.Namespace) -> None:
     stages = Stages(args.quiet)
     settings, denoiser_a, denoiser_b = _load(args, stages, args.model)
     _scoring(stages, "1 pair", settings)
-    result = explain_with(args.prompt_a, args.prompt_b, denoiser_a, denoiser_b, settings,
-                          sample_index=args.sample_index, progress_bar=stages.bar)
+    result = explain_with(
+        args.prompt_a,
+        args.prompt_b,
+        denoiser_a,
+        denoiser_b,
+        settings,
+        sample_index=args.sample_index,
+        progress_bar=stages.bar,
+    )
     stages.stage(f"drawing {out}")
     figure = result.figure(highlight=args.highlight, path=out)
     import matplotlib.pyplot as plt
 
     plt.close(figure)
-    print(f"{args.prompt_a!r} vs {args.prompt_b!r}: {result.weighting} divergence {result.divergence[result.weighting]:.4g}")
+    print(
+        f"{args.prompt_a!r} vs {args.prompt_b!r}: {result.weighting} divergence {result.divergence[result.weighting]:.4g}"
+    )
     print(f"wrote {out}")
-    write_json(args.json_path, {"settings": _settings(args), "prompt_a": args.prompt_a, "prompt_b": args.prompt_b,
-                                 "divergence": result.divergence, "timesteps": result.timesteps.tolist(),
-                                 "contributions": {w: c.tolist() for w, c in result.contributions.items()}})
-
+    write_json(
+        args.json_path,
+        {
+            "settings": _settings(args),
+            "prompt_a": args.prompt_a,
+            "prompt_b": args.prompt_b,
+            "divergence": result.divergence,
+            "timesteps": result.timesteps.tolist(),
+            "contributions": {w: c.tolist() for w, c in result.contributions.items()},
+        },
+    )

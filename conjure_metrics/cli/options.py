@@ -19,21 +19,38 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "num_samples": ("--samples", "Monte-Carlo samples per pair"),
     "guidance_scale": ("--guidance", "classifier-free guidance scale (1 disables it)"),
     "weighting": ("--weighting", "step weighting (default: simple)"),
-    "min_noise": ("--min-noise", "noise floor: steps landing below this noise level do not count "
-                                 "(default: 0 for prompts, 0.2 for two models)"),
+    "min_noise": (
+        "--min-noise",
+        "noise floor: steps landing below this noise level do not count (default: 0 for prompts, 0.2 for two models)",
+    ),
     "min_timestep": ("--min-timestep", "steps below this model timestep do not count"),
     "seed": ("--seed", "noise seed"),
     "max_batch_size": ("--max-batch-size", "most rows per model call"),
     "target_stderr": ("--target-stderr", "adaptive sampling: standard error to aim for per pair"),
     "max_samples": ("--max-samples", "adaptive sampling: most samples per pair, pilot included"),
-    "sampler": ("--sampler", "reverse process (default: the model's; ddpm/ddim/euler_ancestral for "
-                             "SD, SDXL, PixArt; sde/ancestral/ode for SD3, Flux)"),
+    "sampler": (
+        "--sampler",
+        "reverse process (default: the model's; ddpm/ddim/euler_ancestral for "
+        "SD, SDXL, PixArt; sde/ancestral/ode for SD3, Flux)",
+    ),
 }
-_TYPES = {"num_steps": int, "num_samples": int, "seed": int, "max_batch_size": int, "max_samples": int,
-          "guidance_scale": float, "min_noise": float, "min_timestep": float, "target_stderr": float, "sampler": str}
+_TYPES = {
+    "num_steps": int,
+    "num_samples": int,
+    "seed": int,
+    "max_batch_size": int,
+    "max_samples": int,
+    "guidance_scale": float,
+    "min_noise": float,
+    "min_timestep": float,
+    "target_stderr": float,
+    "sampler": str,
+}
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser | Any, exclude: tuple[str, ...] = (), **defaults: Any) -> None:
+def add_settings_arguments(
+    parser: argparse.ArgumentParser | Any, exclude: tuple[str, ...] = (), **defaults: Any
+) -> None:
     """Add one option per setting to ``parser`` (or an argument group), but those in ``exclude``;
     ``defaults`` override the API's."""
     for field in fields(ConjureSettings):
@@ -45,16 +62,28 @@ def add_settings_arguments(parser: argparse.ArgumentParser | Any, exclude: tuple
         if field.name == "weighting":
             parser.add_argument(option, dest=field.name, choices=WEIGHTINGS, default=default, help=help_text)
         else:
-            parser.add_argument(option, dest=field.name, type=_TYPES[field.name], default=default,
-                                help=help_text + shown)
+            parser.add_argument(
+                option, dest=field.name, type=_TYPES[field.name], default=default, help=help_text + shown
+            )
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser | Any) -> None:
     """``--lora-scale`` and ``--no-ema``: how a checkpoint that loads against its base is read."""
-    parser.add_argument("--lora-scale", type=float, default=None, metavar="SCALE",
-                        help="scale of a LoRA / PEFT adapter given as the checkpoint (default 1)")
-    parser.add_argument("--no-ema", dest="use_ema", action="store_const", const=False, default=None,
-                        help="take a training checkpoint's unet/ even when it has unet_ema/")
+    parser.add_argument(
+        "--lora-scale",
+        type=float,
+        default=None,
+        metavar="SCALE",
+        help="scale of a LoRA / PEFT adapter given as the checkpoint (default 1)",
+    )
+    parser.add_argument(
+        "--no-ema",
+        dest="use_ema",
+        action="store_const",
+        const=False,
+        default=None,
+        help="take a training checkpoint's unet/ even when it has unet_ema/",
+    )
 
 
 def checkpoint_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -64,5 +93,6 @@ def checkpoint_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def settings_from_args(args: argparse.Namespace) -> ConjureSettings:
     """The validated settings of parsed options (a bad value raises ``ValueError`` naming the setting)."""
-    return ConjureSettings(**{field.name: getattr(args, field.name) for field in fields(ConjureSettings)
-                              if hasattr(args, field.name)})
+    return ConjureSettings(
+        **{field.name: getattr(args, field.name) for field in fields(ConjureSettings) if hasattr(args, field.name)}
+    )

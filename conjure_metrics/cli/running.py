@@ -41,8 +41,10 @@ def check_device(device: str | None) -> None:
     except RuntimeError:
         raise ValueError(f"--device {device!r} is not a device (e.g. cpu, cuda, cuda:1, mps)") from None
     if parsed.type == "meta":
-        raise ValueError(f"--device {device}: meta tensors hold no values, so nothing can be computed on them "
-                         "(e.g. cpu, cuda, cuda:1, mps)")
+        raise ValueError(
+            f"--device {device}: meta tensors hold no values, so nothing can be computed on them "
+            "(e.g. cpu, cuda, cuda:1, mps)"
+        )
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine")
     if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
@@ -52,8 +54,9 @@ def check_device(device: str | None) -> None:
     try:  # any other backend (xla, xpu, privateuse1): can it hold a tensor at all?
         torch.empty(0, device=parsed)
     except (RuntimeError, AssertionError, ImportError):
-        raise ValueError(f"--device {device}: not available on this machine (this torch build cannot place a "
-                         "tensor there)") from None
+        raise ValueError(
+            f"--device {device}: not available on this machine (this torch build cannot place a tensor there)"
+        ) from None
 
 
 def check_output(option: str, path: str | None) -> None:

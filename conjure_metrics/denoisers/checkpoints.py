@@ -35,11 +35,27 @@ SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 NETWORK_FOLDERS = ("unet_ema", "unet", "transformer_ema", "transformer")
 # Scheduler settings that define the training schedule: a fine-tune saved with other values samples
 # a different process, and comparing the two would measure the schedule, not the fine-tune.
-_SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
-                  "prediction_type", "shift", "use_dynamic_shifting")
+_SCHEDULE_KEYS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "prediction_type",
+    "shift",
+    "use_dynamic_shifting",
+)
 # Network settings that must agree for the checkpoint's network to run on the base's inputs.
-_SHAPE_KEYS = ("in_channels", "out_channels", "cross_attention_dim", "joint_attention_dim",
-               "pooled_projection_dim", "caption_channels", "sample_size", "patch_size")
+_SHAPE_KEYS = (
+    "in_channels",
+    "out_channels",
+    "cross_attention_dim",
+    "joint_attention_dim",
+    "pooled_projection_dim",
+    "caption_channels",
+    "sample_size",
+    "patch_size",
+)
 
 
 @dataclass(frozen=True)
@@ -76,8 +92,10 @@ def inspect_checkpoint(model: Any, argument: str = "model_b") -> CheckpointSourc
     text = os.fspath(model)
     if path.is_file():
         if path.suffix not in SINGLE_FILE_SUFFIXES:
-            raise ValueError(f"{argument}: {text} is a {path.suffix or 'suffix-less'} file, not a checkpoint "
-                             f"({', '.join(SINGLE_FILE_SUFFIXES)}) or a diffusers folder")
+            raise ValueError(
+                f"{argument}: {text} is a {path.suffix or 'suffix-less'} file, not a checkpoint "
+                f"({', '.join(SINGLE_FILE_SUFFIXES)}) or a diffusers folder"
+            )
         if _holds_lora_weights(path, argument) or path.name in LORA_WEIGHT_NAMES:
             return CheckpointSource("adapter", text)
         return CheckpointSource("single_file", text)
@@ -87,19 +105,29 @@ def inspect_checkpoint(model: Any, argument: str = "model_b") -> CheckpointSourc
         if (path / weight_name).is_file():
             _holds_lora_weights(path / weight_name, argument)  # a corrupted file: one line now
             return CheckpointSource("adapter", text)
-    if (path / PEFT_CONFIG).is_file() or any((child / PEFT_CONFIG).is_file() for child in path.iterdir()
-                                             if child.is_dir()):
+    if (path / PEFT_CONFIG).is_file() or any(
+        (child / PEFT_CONFIG).is_file() for child in path.iterdir() if child.is_dir()
+    ):
         return CheckpointSource("adapter", text)
     networks = tuple(name for name in NETWORK_FOLDERS if (path / name / "config.json").is_file())
     if networks:
         return CheckpointSource("network", text, networks)
-    raise ValueError(f"{argument}: {text} holds nothing loadable: no model_index.json, no LoRA weights "
-                     f"({LORA_WEIGHT_NAMES[0]}), no PEFT adapter ({PEFT_CONFIG}) and no "
-                     f"{'/, '.join(NETWORK_FOLDERS)}/ folder with a config.json")
+    raise ValueError(
+        f"{argument}: {text} holds nothing loadable: no model_index.json, no LoRA weights "
+        f"({LORA_WEIGHT_NAMES[0]}), no PEFT adapter ({PEFT_CONFIG}) and no "
+        f"{'/, '.join(NETWORK_FOLDERS)}/ folder with a config.json"
+    )
 
 
-def load_checkpoint_pair(base: Any, source: CheckpointSource, *, base_path: str | os.PathLike | None = None,
-                         lora_scale: float = 1.0, use_ema: bool = True, argument: str = "model_b") -> tuple[Any, Any]:
+def load_checkpoint_pair(
+    base: Any,
+    source: CheckpointSource,
+    *,
+    base_path: str | os.PathLike | None = None,
+    lora_scale: float = 1.0,
+    use_ema: bool = True,
+    argument: str = "model_b",
+) -> tuple[Any, Any]:
     """``(side A, side B)`` for comparing ``base`` with the relative checkpoint ``source``.
 
     An adapter gives two views of the one base (off, on); a network folder or single file gives the base
@@ -127,8 +155,10 @@ def network_name(base: Any) -> str:
     if name is None and hasattr(base, "unet"):
         name = "unet"
     if name is None or getattr(_network_owner(base), name, None) is None:
-        raise TypeError(f"model is a {type(base).__name__}: checkpoints load only against a diffusers base "
-                        "(a folder, a pipeline, or a DiffusersDenoiser)")
+        raise TypeError(
+            f"model is a {type(base).__name__}: checkpoints load only against a diffusers base "
+            "(a folder, a pipeline, or a DiffusersDenoiser)"
+        )
     return name
 
 
@@ -149,9 +179,11 @@ def _load_network_folder(base: Any, source: CheckpointSource, use_ema: bool, arg
     found = [sub for sub in candidates if sub in source.subfolders]
     if not found:
         held = ", ".join(f"{sub}/" for sub in source.subfolders)
-        raise ValueError(f"{argument}: {source.path} holds {held} but the base model predicts with a {name}"
-                         + ("" if use_ema or f"{name}_ema" not in source.subfolders else " (use_ema=False skips "
-                            f"{name}_ema/)") + "; a checkpoint must come from the base's family")
+        raise ValueError(
+            f"{argument}: {source.path} holds {held} but the base model predicts with a {name}"
+            + ("" if use_ema or f"{name}_ema" not in source.subfolders else f" (use_ema=False skips {name}_ema/)")
+            + "; a checkpoint must come from the base's family"
+        )
     subfolder = found[0]
     folder = Path(source.path)
     _check_network_config(base, folder / subfolder / "config.json", argument)
@@ -168,8 +200,9 @@ def _load_single_file(base: Any, path: str, base_path: str | os.PathLike | None,
     network = _network(base)
     loader = getattr(type(network), "from_single_file", None)
     if loader is None:
-        raise ValueError(f"{argument}: diffusers cannot read a single-file {type(network).__name__}; "
-                         "give a diffusers folder")
+        raise ValueError(
+            f"{argument}: diffusers cannot read a single-file {type(network).__name__}; give a diffusers folder"
+        )
     if base_path is not None and os.path.isdir(base_path):
         config, subfolder = os.fspath(base_path), network_name(base)
     else:
@@ -177,8 +210,9 @@ def _load_single_file(base: Any, path: str, base_path: str | os.PathLike | None,
     try:
         return loader(path, config=config, subfolder=subfolder, local_files_only=True, dtype=network.dtype)
     except (OSError, RuntimeError, ValueError, KeyError) as error:
-        raise ValueError(f"{argument}: cannot read {path} as a {type(network).__name__} of this base: "
-                         f"{_one_line(error)}") from None
+        raise ValueError(
+            f"{argument}: cannot read {path} as a {type(network).__name__} of this base: {_one_line(error)}"
+        ) from None
 
 
 def _saved_config(network: Any) -> str:
@@ -209,16 +243,20 @@ def _check_network_config(base: Any, config_path: Path, argument: str) -> None:
     config = _read_json(config_path, argument)
     expected = type(_network(base)).__name__
     if config.get("_class_name") not in (None, expected):
-        raise ValueError(f"{argument}: {config_path.parent} is a {config.get('_class_name')}, the base model's "
-                         f"network a {expected}; a checkpoint must come from the base's family")
+        raise ValueError(
+            f"{argument}: {config_path.parent} is a {config.get('_class_name')}, the base model's "
+            f"network a {expected}; a checkpoint must come from the base's family"
+        )
     _check_shapes(dict(_network(base).config), config, argument)
 
 
 def _check_shapes(base_config: dict[str, Any], config: dict[str, Any], argument: str) -> None:
     for key in _SHAPE_KEYS:
         if key in base_config and key in config and _plain(base_config[key]) != _plain(config[key]):
-            raise ValueError(f"{argument}: its network has {key}={config[key]!r}, the base's {base_config[key]!r}; "
-                             "a checkpoint must be fine-tuned from this base")
+            raise ValueError(
+                f"{argument}: its network has {key}={config[key]!r}, the base's {base_config[key]!r}; "
+                "a checkpoint must be fine-tuned from this base"
+            )
 
 
 def _check_schedule(base: Any, scheduler_config: Path, argument: str) -> None:
@@ -228,8 +266,10 @@ def _check_schedule(base: Any, scheduler_config: Path, argument: str) -> None:
     saved, own = _read_json(scheduler_config, argument), dict(scheduler.config)
     for key in _SCHEDULE_KEYS:
         if key in saved and key in own and _plain(saved[key]) != _plain(own[key]):
-            raise ValueError(f"{argument}: its scheduler has {key}={saved[key]!r}, the base's {own[key]!r}; both "
-                             "sides of a comparison must share the noise schedule")
+            raise ValueError(
+                f"{argument}: its scheduler has {key}={saved[key]!r}, the base's {own[key]!r}; both "
+                "sides of a comparison must share the noise schedule"
+            )
 
 
 def _plain(value: Any) -> Any:

@@ -49,16 +49,26 @@ class CompiledDenoiser:
         True
     """
 
-    def __init__(self, denoiser: Any, batch_size: int = 64, *, mode: str | None = None, compile: bool = True,
-                 backend: str = "inductor") -> None:
+    def __init__(
+        self,
+        denoiser: Any,
+        batch_size: int = 64,
+        *,
+        mode: str | None = None,
+        compile: bool = True,
+        backend: str = "inductor",
+    ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int):
             raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.inner = denoiser
         self.batch_size = batch_size
-        self._predict = (torch.compile(denoiser.predict_noise, mode=mode, dynamic=False, backend=backend) if compile
-                         else denoiser.predict_noise)
+        self._predict = (
+            torch.compile(denoiser.predict_noise, mode=mode, dynamic=False, backend=backend)
+            if compile
+            else denoiser.predict_noise
+        )
 
     def __getattr__(self, name: str) -> Any:
         # Only called for names not found normally. While copy/pickle rebuild the object, ``inner``

@@ -59,7 +59,13 @@ class DiffusersDenoiser(SamplerChoice):
     ) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-        self.unet, self.text_encoder, self.tokenizer, self.scheduler, self.vae = unet, text_encoder, tokenizer, scheduler, vae
+        self.unet, self.text_encoder, self.tokenizer, self.scheduler, self.vae = (
+            unet,
+            text_encoder,
+            tokenizer,
+            scheduler,
+            vae,
+        )
         self.sampler, self.eta = sampler, eta
         config = unet.config
         size = sample_size if sample_size is not None else config.sample_size
@@ -97,9 +103,15 @@ class DiffusersDenoiser(SamplerChoice):
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import AutoTokenizer, CLIPTextModel
 
-        common, weights = loading_options(torch_dtype=torch_dtype, local_files_only=local_files_only, revision=revision,
-                                          variant=variant, cache_dir=cache_dir, token=token,
-                                          use_safetensors=use_safetensors)
+        common, weights = loading_options(
+            torch_dtype=torch_dtype,
+            local_files_only=local_files_only,
+            revision=revision,
+            variant=variant,
+            cache_dir=cache_dir,
+            token=token,
+            use_safetensors=use_safetensors,
+        )
         unet = UNet2DConditionModel.from_pretrained(path_or_id, subfolder="unet", **weights)
         text_encoder = CLIPTextModel.from_pretrained(path_or_id, subfolder="text_encoder", **weights)
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, subfolder="tokenizer", **common)
@@ -116,11 +128,19 @@ class DiffusersDenoiser(SamplerChoice):
     @classmethod
     def from_pipeline(cls, pipeline: Any, **kwargs: Any) -> DiffusersDenoiser:
         """Use the components of a loaded ``StableDiffusionPipeline`` (or any pipeline with the same parts)."""
-        missing = [name for name in ("unet", "text_encoder", "tokenizer", "scheduler") if getattr(pipeline, name, None) is None]
+        missing = [
+            name for name in ("unet", "text_encoder", "tokenizer", "scheduler") if getattr(pipeline, name, None) is None
+        ]
         if missing:
             raise TypeError(f"pipeline has no {', '.join(missing)}; pass the components to DiffusersDenoiser directly")
-        return cls(pipeline.unet, pipeline.text_encoder, pipeline.tokenizer, pipeline.scheduler,
-                   getattr(pipeline, "vae", None), **kwargs)
+        return cls(
+            pipeline.unet,
+            pipeline.text_encoder,
+            pipeline.tokenizer,
+            pipeline.scheduler,
+            getattr(pipeline, "vae", None),
+            **kwargs,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -151,8 +171,14 @@ class DiffusersDenoiser(SamplerChoice):
 
     def encode_prompts(self, prompts: Sequence[str]) -> Tensor:
         max_length = self.tokenizer.model_max_length
-        tokens = self.tokenizer(list(prompts), padding="max_length", max_length=max_length, truncation=True,
-                                return_tensors="pt", return_overflowing_tokens=False)
+        tokens = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=max_length,
+            truncation=True,
+            return_tensors="pt",
+            return_overflowing_tokens=False,
+        )
         warn_if_truncated(self.tokenizer, prompts, max_length)
         encoder_device = next(self.text_encoder.parameters()).device
         return self.text_encoder(tokens.input_ids.to(encoder_device))[0].to(self.device)
@@ -173,8 +199,9 @@ class DiffusersDenoiser(SamplerChoice):
         return ((self.vae.decode(latents).sample.float() + 1) / 2).clamp(0, 1)
 
     def reverse_chain(self, num_steps: int) -> ReverseChain:
-        return variance_preserving_chain(self.scheduler.config, self.sampler, num_steps, eta=self.eta,
-                                         prediction_type=self.prediction_type)
+        return variance_preserving_chain(
+            self.scheduler.config, self.sampler, num_steps, eta=self.eta, prediction_type=self.prediction_type
+        )
 
 
 def _has_subfolder(path_or_id: str | os.PathLike, subfolder: str, hub_kwargs: dict[str, Any]) -> bool:
@@ -183,14 +210,24 @@ def _has_subfolder(path_or_id: str | os.PathLike, subfolder: str, hub_kwargs: di
     from huggingface_hub import file_exists
 
     try:
-        return file_exists(str(path_or_id), f"{subfolder}/config.json", revision=hub_kwargs.get("revision"),
-                           token=hub_kwargs.get("token"))
+        return file_exists(
+            str(path_or_id),
+            f"{subfolder}/config.json",
+            revision=hub_kwargs.get("revision"),
+            token=hub_kwargs.get("token"),
+        )
     except Exception:  # offline or unreachable hub: fall back to what the local cache holds
         try:
             from huggingface_hub import hf_hub_download
 
-            hf_hub_download(str(path_or_id), "config.json", subfolder=subfolder, local_files_only=True,
-                            revision=hub_kwargs.get("revision"), cache_dir=hub_kwargs.get("cache_dir"))
+            hf_hub_download(
+                str(path_or_id),
+                "config.json",
+                subfolder=subfolder,
+                local_files_only=True,
+                revision=hub_kwargs.get("revision"),
+                cache_dir=hub_kwargs.get("cache_dir"),
+            )
             return True
         except Exception:
             return False

@@ -58,8 +58,14 @@ class FluxDenoiser(PipelineDenoiser):
     """
 
     pipeline_classes: ClassVar[tuple[str, ...]] = ("FluxPipeline",)
-    required_components: ClassVar[tuple[str, ...]] = ("transformer", "scheduler", "text_encoder", "tokenizer",
-                                                       "text_encoder_2", "tokenizer_2")
+    required_components: ClassVar[tuple[str, ...]] = (
+        "transformer",
+        "scheduler",
+        "text_encoder",
+        "tokenizer",
+        "text_encoder_2",
+        "tokenizer_2",
+    )
     denoiser_name: ClassVar[str] = "transformer"
     samplers: ClassVar[tuple[str, ...]] = FLOW_SAMPLERS
 
@@ -94,8 +100,9 @@ class FluxDenoiser(PipelineDenoiser):
         self.height, self.width = (default if height is None else height), (default if width is None else width)
         for name, value in (("height", self.height), ("width", self.width)):
             if not isinstance(value, int) or value <= 0 or value % patch:
-                raise ValueError(f"{name} must be a positive multiple of {patch} pixels for this Flux model, "
-                                 f"got {value!r}")
+                raise ValueError(
+                    f"{name} must be a positive multiple of {patch} pixels for this Flux model, got {value!r}"
+                )
         scale = pipeline.vae_scale_factor
         self.latent_height, self.latent_width = self.height // scale, self.width // scale
         self.latent_channels = int(self.model.config.in_channels) // 4
@@ -113,8 +120,9 @@ class FluxDenoiser(PipelineDenoiser):
         if guidance != "cfg" and negative is not None:
             raise ValueError(f"true_cfg_negative_prompt is only used with guidance='cfg', got guidance={guidance!r}")
         if guidance == "embedded" and not self.guidance_embeds:
-            raise ValueError("guidance='embedded' needs a transformer with guidance_embeds (FLUX.1-dev); "
-                             "this one has none")
+            raise ValueError(
+                "guidance='embedded' needs a transformer with guidance_embeds (FLUX.1-dev); this one has none"
+            )
         return guidance
 
     def _default_image_size(self) -> int:
@@ -141,12 +149,17 @@ class FluxDenoiser(PipelineDenoiser):
         if self.true_cfg_negative_prompt is not None:
             prompts = [self.true_cfg_negative_prompt if p == "" else p for p in prompts]
         prompt_embeds, pooled, _ = self.pipeline.encode_prompt(
-            prompt=prompts, prompt_2=None, device=self.encoder_device, num_images_per_prompt=1,
-            max_sequence_length=self.max_sequence_length)
+            prompt=prompts,
+            prompt_2=None,
+            device=self.encoder_device,
+            num_images_per_prompt=1,
+            max_sequence_length=self.max_sequence_length,
+        )
         return {"encoder_hidden_states": prompt_embeds.to(self.device), "pooled_projections": pooled.to(self.device)}
 
-    def predict_noise(self, x: Tensor, timesteps: Tensor, conditioning: Conditioning, *,
-                      guidance_scale: float | None = None) -> Tensor:
+    def predict_noise(
+        self, x: Tensor, timesteps: Tensor, conditioning: Conditioning, *, guidance_scale: float | None = None
+    ) -> Tensor:
         """The transformer's flow velocity for packed latents ``x`` (``(batch, *sample_shape)``).
 
         Inputs as ``FluxPipeline.__call__`` builds them: timestep / 1000, ``guidance`` a float32 row of
@@ -167,18 +180,30 @@ class FluxDenoiser(PipelineDenoiser):
             guidance = torch.full([1], scale, device=device, dtype=torch.float32).expand(batch)
         txt_ids = torch.zeros(states.shape[1], 3, device=device, dtype=dtype)
         img_ids = self.pipeline._prepare_latent_image_ids(
-            batch, self.latent_height // 2, self.latent_width // 2, device, dtype)
+            batch, self.latent_height // 2, self.latent_width // 2, device, dtype
+        )
         output = self.model(
-            hidden_states=x.to(dtype), timestep=timesteps.to(device=device, dtype=dtype).expand(batch) / 1000,
-            guidance=guidance, pooled_projections=conditioning["pooled_projections"].to(dtype),
-            encoder_hidden_states=states.to(dtype), txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
+            hidden_states=x.to(dtype),
+            timestep=timesteps.to(device=device, dtype=dtype).expand(batch) / 1000,
+            guidance=guidance,
+            pooled_projections=conditioning["pooled_projections"].to(dtype),
+            encoder_hidden_states=states.to(dtype),
+            txt_ids=txt_ids,
+            img_ids=img_ids,
+            return_dict=False,
         )[0]
         return output.to(x.dtype)
 
     def reverse_chain(self, num_steps: int) -> ReverseChain:
         """``sampler``'s chain on ``FluxPipeline``'s grid for ``num_steps`` inference steps at this image size."""
-        return flow_matching_chain(self.pipeline.scheduler.config, self.sampler, num_steps,
-                                   sigmas=self.pipeline_sigmas(num_steps), mu=self.mu, noise_level=self.noise_level)
+        return flow_matching_chain(
+            self.pipeline.scheduler.config,
+            self.sampler,
+            num_steps,
+            sigmas=self.pipeline_sigmas(num_steps),
+            mu=self.mu,
+            noise_level=self.noise_level,
+        )
 
     def pipeline_sigmas(self, num_steps: int) -> list[float] | None:
         """The ``sigmas`` ``FluxPipeline.__call__`` passes to the scheduler (``None`` for ``use_flow_sigmas``)."""
@@ -194,9 +219,13 @@ class FluxDenoiser(PipelineDenoiser):
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
         config = self.pipeline.scheduler.config
-        return calculate_shift(self.image_seq_len, config.get("base_image_seq_len", 256),
-                               config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
-                               config.get("max_shift", 1.15))
+        return calculate_shift(
+            self.image_seq_len,
+            config.get("base_image_seq_len", 256),
+            config.get("max_image_seq_len", 4096),
+            config.get("base_shift", 0.5),
+            config.get("max_shift", 1.15),
+        )
 
     # --- pictures -------------------------------------------------------------------------------
 

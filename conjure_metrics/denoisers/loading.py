@@ -26,7 +26,9 @@ def is_denoiser(obj: Any) -> bool:
     return all(hasattr(obj, name) for name in _PROTOCOL_MEMBERS)
 
 
-def load_denoiser(model: ModelLike, argument: str = "model", *, sampler: str | None = None, **load_kwargs: Any) -> Denoiser:
+def load_denoiser(
+    model: ModelLike, argument: str = "model", *, sampler: str | None = None, **load_kwargs: Any
+) -> Denoiser:
     """Resolve ``model`` to a :class:`Denoiser`.
 
     Accepts: ``None`` or ``"conjure-zoo"`` (the embedded model), a :class:`Denoiser`, a local diffusers folder
@@ -41,8 +43,9 @@ def load_denoiser(model: ModelLike, argument: str = "model", *, sampler: str | N
     return denoiser if sampler is None else use_sampler(denoiser, sampler, argument)
 
 
-def load_pair(model: ModelLike, model_b: ModelLike, sampler: str | None = None,
-              load_kwargs: dict[str, Any] | None = None) -> tuple[Denoiser, Denoiser | None]:
+def load_pair(
+    model: ModelLike, model_b: ModelLike, sampler: str | None = None, load_kwargs: dict[str, Any] | None = None
+) -> tuple[Denoiser, Denoiser | None]:
     """``model`` and ``model_b`` resolved (``model_b`` ``None`` stays ``None``; the same object stays one model).
 
     ``model_b`` is resolved against the base ``model`` (:func:`load_against_base`): a LoRA / PEFT adapter,
@@ -65,18 +68,27 @@ def load_pair(model: ModelLike, model_b: ModelLike, sampler: str | None = None,
     options = {name: load_kwargs.pop(name) for name in CHECKPOINT_OPTIONS if name in load_kwargs}
     source = inspect_checkpoint(model_b, "model_b")  # a bad checkpoint is refused before the base loads
     if options and (source is None or not source.relative):
-        raise ValueError(f"{', '.join(options)} apply to a model_b that is a LoRA / PEFT adapter or a training "
-                         "checkpoint (loaded against the base); this model_b is a whole model")
+        raise ValueError(
+            f"{', '.join(options)} apply to a model_b that is a LoRA / PEFT adapter or a training "
+            "checkpoint (loaded against the base); this model_b is a whole model"
+        )
     denoiser = load_denoiser(model, "model", sampler=sampler, **load_kwargs)
     if model_b is None or model_b is model:
         return denoiser, None if model_b is None else denoiser
-    return load_against_base(denoiser, model_b, base_path=_base_path(model), sampler=sampler, **options,
-                             **load_kwargs)
+    return load_against_base(denoiser, model_b, base_path=_base_path(model), sampler=sampler, **options, **load_kwargs)
 
 
-def load_against_base(base: Denoiser, model_b: ModelLike, *, base_path: str | os.PathLike | None = None,
-                      sampler: str | None = None, argument: str = "model_b", lora_scale: float = 1.0,
-                      use_ema: bool = True, **load_kwargs: Any) -> tuple[Denoiser, Denoiser]:
+def load_against_base(
+    base: Denoiser,
+    model_b: ModelLike,
+    *,
+    base_path: str | os.PathLike | None = None,
+    sampler: str | None = None,
+    argument: str = "model_b",
+    lora_scale: float = 1.0,
+    use_ema: bool = True,
+    **load_kwargs: Any,
+) -> tuple[Denoiser, Denoiser]:
     """``(side A, side B)`` comparing the loaded ``base`` with ``model_b``, which is resolved against it.
 
     A LoRA / PEFT adapter is loaded into ``base`` (the two sides are views of it, the adapter off and
@@ -93,8 +105,9 @@ def load_against_base(base: Denoiser, model_b: ModelLike, *, base_path: str | os
 
     source = inspect_checkpoint(model_b, argument)
     if source is not None and source.relative:
-        return load_checkpoint_pair(base, source, base_path=base_path, lora_scale=lora_scale, use_ema=use_ema,
-                                    argument=argument)
+        return load_checkpoint_pair(
+            base, source, base_path=base_path, lora_scale=lora_scale, use_ema=use_ema, argument=argument
+        )
     other = load_denoiser(model_b, argument, sampler=sampler, **load_kwargs)
     _check_same_family(base, other, argument)
     return base, other
@@ -107,8 +120,10 @@ def _check_same_family(base: Denoiser, other: Denoiser, argument: str) -> None:
     adapters = {cls for _, cls in FAMILIES.values()}
     names = [type(model).__name__ for model in (base, other)]
     if all(name in adapters for name in names) and names[0] != names[1]:
-        raise ValueError(f"{argument} is a {names[1]} model, model a {names[0]}: a fine-tune is compared with the "
-                         "base it was trained from (the same family)")
+        raise ValueError(
+            f"{argument} is a {names[1]} model, model a {names[0]}: a fine-tune is compared with the "
+            "base it was trained from (the same family)"
+        )
 
 
 def _base_path(model: ModelLike) -> str | os.PathLike | None:
@@ -125,8 +140,10 @@ def use_sampler(denoiser: Denoiser, sampler: str, argument: str = "model") -> De
     if getattr(denoiser, "sampler", None) == sampler:
         return denoiser
     if not callable(getattr(type(denoiser), "with_sampler", None)):
-        raise ValueError(f"sampler={sampler!r}: {argument} ({type(denoiser).__name__}) offers no choice of sampler "
-                         "(its reverse_chain defines the process); leave sampler unset")
+        raise ValueError(
+            f"sampler={sampler!r}: {argument} ({type(denoiser).__name__}) offers no choice of sampler "
+            "(its reverse_chain defines the process); leave sampler unset"
+        )
     return denoiser.with_sampler(sampler)
 
 
@@ -179,10 +196,15 @@ def _refuse_relative_checkpoint(model: str | os.PathLike, argument: str) -> None
     except ValueError:  # not a checkpoint either: the folder check below says what is missing
         return
     if source is not None and source.relative:
-        kind = {"adapter": "a LoRA / PEFT adapter", "network": "a training checkpoint (its network only)",
-                "single_file": "a single-file checkpoint"}[source.kind]
-        raise ValueError(f"{argument}: {os.fspath(model)} is {kind}, which loads against a base model: pass the "
-                         "base as model and this as model_b (or as a drift checkpoint)")
+        kind = {
+            "adapter": "a LoRA / PEFT adapter",
+            "network": "a training checkpoint (its network only)",
+            "single_file": "a single-file checkpoint",
+        }[source.kind]
+        raise ValueError(
+            f"{argument}: {os.fspath(model)} is {kind}, which loads against a base model: pass the "
+            "base as model and this as model_b (or as a drift checkpoint)"
+        )
 
 
 def _is_diffusers_pipeline(model: Any) -> bool:
@@ -198,10 +220,16 @@ def _refuse_loading_options(argument: str, model: Any, load_kwargs: dict[str, An
     from conjure_metrics.settings import ConjureSettings
 
     settings = [f.name for f in fields(ConjureSettings)]
-    hints = [f"{name!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(name, settings, 1)) else repr(name)
-             for name in load_kwargs]
-    raise TypeError(f"{argument} is a model object ({type(model).__name__}), so {', '.join(hints)} cannot be a "
-                    "loading option (those apply to a path or hub id); settings are " + ", ".join(settings))
+    hints = [
+        f"{name!r} (did you mean {close[0]!r}?)"
+        if (close := difflib.get_close_matches(name, settings, 1))
+        else repr(name)
+        for name in load_kwargs
+    ]
+    raise TypeError(
+        f"{argument} is a model object ({type(model).__name__}), so {', '.join(hints)} cannot be a "
+        "loading option (those apply to a path or hub id); settings are " + ", ".join(settings)
+    )
 
 
 def embedded_model_path() -> os.PathLike:
@@ -209,7 +237,9 @@ def embedded_model_path() -> os.PathLike:
     try:
         from conjure_metrics.zoo import default_model_path
     except ImportError as error:
-        raise FileNotFoundError("this install of conjure_metrics has no embedded conjure-zoo model; pass model=") from error
+        raise FileNotFoundError(
+            "this install of conjure_metrics has no embedded conjure-zoo model; pass model="
+        ) from error
     path = default_model_path()
     if not os.path.isdir(os.path.join(path, "unet")):
         raise FileNotFoundError(f"the embedded conjure-zoo model is missing at {path}; pass model= explicitly")

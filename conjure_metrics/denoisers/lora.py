@@ -46,8 +46,9 @@ def require_peft(argument: str = "model_b") -> None:
     try:
         import peft  # noqa: F401
     except ImportError:
-        raise ImportError(f"{argument} is a LoRA / PEFT adapter, which needs peft: "
-                          "pip install conjure_metrics[lora]") from None
+        raise ImportError(
+            f"{argument} is a LoRA / PEFT adapter, which needs peft: pip install conjure_metrics[lora]"
+        ) from None
 
 
 class LoadedAdapter:
@@ -153,8 +154,9 @@ class AdapterView:
         return f"AdapterView({type(self._base).__name__}, adapter {self.adapter.source!r} {state})"
 
 
-def adapter_pair(base: Any, source: str | os.PathLike, *, lora_scale: float = 1.0,
-                 argument: str = "model_b") -> tuple[AdapterView, AdapterView]:
+def adapter_pair(
+    base: Any, source: str | os.PathLike, *, lora_scale: float = 1.0, argument: str = "model_b"
+) -> tuple[AdapterView, AdapterView]:
     """``(base with the adapter off, base with it on)``: the adapter at ``source`` loaded into ``base`` once.
 
     ``source``: a diffusers LoRA file or a folder holding ``pytorch_lora_weights.safetensors``, or a PEFT
@@ -181,8 +183,9 @@ def release(model: Any) -> None:
 # --- loading -----------------------------------------------------------------------------------
 
 
-def load_adapter(base: Any, source: str | os.PathLike, *, lora_scale: float = 1.0,
-                 argument: str = "model_b") -> LoadedAdapter:
+def load_adapter(
+    base: Any, source: str | os.PathLike, *, lora_scale: float = 1.0, argument: str = "model_b"
+) -> LoadedAdapter:
     """Inject the adapter at ``source`` into ``base``'s modules, switched off, scaled by ``lora_scale``."""
     require_peft(argument)
     if isinstance(lora_scale, bool) or not isinstance(lora_scale, (int, float)):
@@ -200,15 +203,19 @@ def load_adapter(base: Any, source: str | os.PathLike, *, lora_scale: float = 1.
                 _load_diffusers_lora(base, components, _lora_file(path), name, argument)
         except (RuntimeError, ValueError, KeyError) as error:
             _delete(components, name)
-            raise ValueError(f"{argument}: the adapter {os.fspath(source)!r} does not fit this base model "
-                             f"({_first_reason(str(error))}); was it trained for another base?") from None
+            raise ValueError(
+                f"{argument}: the adapter {os.fspath(source)!r} does not fit this base model "
+                f"({_first_reason(str(error))}); was it trained for another base?"
+            ) from None
     layers = _layers_holding(components, name)
     unexpected = [m for m in messages if "unexpected keys" in m.lower() or "size mismatch" in m.lower()]
     if unexpected or not layers:
         _delete(components, name)
         reason = _first_reason(unexpected[0]) if unexpected else "none of its weights match a module of this base"
-        raise ValueError(f"{argument}: the adapter {os.fspath(source)!r} does not fit this base model ({reason}); "
-                         "was it trained for another base?")
+        raise ValueError(
+            f"{argument}: the adapter {os.fspath(source)!r} does not fit this base model ({reason}); "
+            "was it trained for another base?"
+        )
     adapter = LoadedAdapter(name, layers, os.fspath(source))
     adapter.set_scale(float(lora_scale))
     for layer in layers:  # off until a view switches it on
@@ -224,10 +231,15 @@ def base_components(base: Any) -> dict[str, torch.nn.Module]:
 
         return dict(_named_modules_of(pipeline))
     if hasattr(base, "unet") and hasattr(base, "text_encoder"):
-        return {name: module for name in ("unet", "text_encoder", "vae")
-                if isinstance(module := getattr(base, name, None), torch.nn.Module)}
-    raise TypeError(f"model is a {type(base).__name__}: adapters load only into diffusers models "
-                    "(a folder, a pipeline, or a DiffusersDenoiser)")
+        return {
+            name: module
+            for name in ("unet", "text_encoder", "vae")
+            if isinstance(module := getattr(base, name, None), torch.nn.Module)
+        }
+    raise TypeError(
+        f"model is a {type(base).__name__}: adapters load only into diffusers models "
+        "(a folder, a pipeline, or a DiffusersDenoiser)"
+    )
 
 
 def _lora_file(path: Path) -> Path:
@@ -239,14 +251,17 @@ def _lora_file(path: Path) -> Path:
     raise ValueError(f"{path} holds no LoRA weights ({' or '.join(LORA_WEIGHT_NAMES)}) and no {PEFT_CONFIG}")
 
 
-def _load_diffusers_lora(base: Any, components: dict[str, torch.nn.Module], file: Path, name: str,
-                         argument: str) -> None:
+def _load_diffusers_lora(
+    base: Any, components: dict[str, torch.nn.Module], file: Path, name: str, argument: str
+) -> None:
     host = getattr(base, "pipeline", None)
     if host is None:
         host = _stable_diffusion_host(components)
     if not callable(getattr(host, "load_lora_weights", None)):
-        raise TypeError(f"{argument}: diffusers has no LoRA loader for {type(host).__name__}; "
-                        "give the adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors)")
+        raise TypeError(
+            f"{argument}: diffusers has no LoRA loader for {type(host).__name__}; "
+            "give the adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors)"
+        )
     host.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=name)
 
 
@@ -297,9 +312,13 @@ def _load_peft(components: dict[str, torch.nn.Module], path: Path, name: str, ar
 def _layers_holding(components: dict[str, torch.nn.Module], name: str) -> list[Any]:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    return [module for component in components.values() for module in component.modules()
-            if isinstance(module, BaseTunerLayer)
-            and any(name in getattr(module, attr, {}) for attr in module.adapter_layer_names)]
+    return [
+        module
+        for component in components.values()
+        for module in component.modules()
+        if isinstance(module, BaseTunerLayer)
+        and any(name in getattr(module, attr, {}) for attr in module.adapter_layer_names)
+    ]
 
 
 def _delete(components: dict[str, torch.nn.Module], name: str) -> None:

@@ -91,8 +91,9 @@ class PipelineDenoiser(SamplerChoice):
     """Components without which the family's prompts cannot be encoded or its model run."""
     guidance_mode: str = "cfg"
 
-    def __init__(self, pipeline: Any, *, sampler: str | None = None,
-                 text_encoder_device: torch.device | str | None = None) -> None:
+    def __init__(
+        self, pipeline: Any, *, sampler: str | None = None, text_encoder_device: torch.device | str | None = None
+    ) -> None:
         sampler = self.samplers[0] if sampler is None else sampler
         if sampler not in self.samplers:
             raise ValueError(f"sampler must be one of {self.samplers} for {type(self).__name__}, got {sampler!r}")
@@ -132,8 +133,15 @@ class PipelineDenoiser(SamplerChoice):
         """
         import diffusers
 
-        hub, weights = loading_options(torch_dtype=torch_dtype, local_files_only=local_files_only, revision=revision,
-                                       variant=variant, cache_dir=cache_dir, token=token, use_safetensors=use_safetensors)
+        hub, weights = loading_options(
+            torch_dtype=torch_dtype,
+            local_files_only=local_files_only,
+            revision=revision,
+            variant=variant,
+            cache_dir=cache_dir,
+            token=token,
+            use_safetensors=use_safetensors,
+        )
         class_name, overrides = cls._components_to_load(path_or_id, dict(components or {}), load_vae, hub)
         pipeline = getattr(diffusers, class_name).from_pretrained(path_or_id, **weights, **overrides)
         for module in _modules_of(pipeline):
@@ -142,8 +150,9 @@ class PipelineDenoiser(SamplerChoice):
         return denoiser.to(device) if device is not None else denoiser
 
     @classmethod
-    def _components_to_load(cls, path_or_id: str | os.PathLike, overrides: dict[str, Any], load_vae: bool,
-                            hub: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def _components_to_load(
+        cls, path_or_id: str | os.PathLike, overrides: dict[str, Any], load_vae: bool, hub: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         """The pipeline class to load with, and the components to pass instead of loading them.
 
         Checked against ``model_index.json`` before any weights load, so that a wrong or incomplete folder
@@ -158,8 +167,10 @@ class PipelineDenoiser(SamplerChoice):
         class_name = str(index.get("_class_name"))
         class_name = class_name if class_name in cls.pipeline_classes else ALIASES.get(class_name, class_name)
         if class_name not in cls.pipeline_classes:
-            raise ValueError(f"path_or_id: {os.fspath(path_or_id)!r} holds a {index.get('_class_name')}, not a "
-                             f"{' or '.join(cls.pipeline_classes)} ({cls.__name__})")
+            raise ValueError(
+                f"path_or_id: {os.fspath(path_or_id)!r} holds a {index.get('_class_name')}, not a "
+                f"{' or '.join(cls.pipeline_classes)} ({cls.__name__})"
+            )
         if not load_vae:
             overrides.setdefault("vae", None)
         listed = listed_components(index)
@@ -168,13 +179,17 @@ class PipelineDenoiser(SamplerChoice):
                 overrides.setdefault(name, None)
         for name in cls.required_components:
             if name not in overrides and not listed.get(name, False):
-                raise ValueError(f"path_or_id: the model_index.json of {os.fspath(path_or_id)!r} lists no {name}, "
-                                 f"which {cls.__name__} needs")
+                raise ValueError(
+                    f"path_or_id: the model_index.json of {os.fspath(path_or_id)!r} lists no {name}, "
+                    f"which {cls.__name__} needs"
+                )
         if os.path.isdir(path_or_id):
             for name, present in listed.items():
                 if present and name not in overrides and not os.path.isdir(os.path.join(path_or_id, name)):
-                    raise ValueError(f"path_or_id: {os.fspath(path_or_id)!r} has no {name}/ subfolder, which its "
-                                     "model_index.json lists")
+                    raise ValueError(
+                        f"path_or_id: {os.fspath(path_or_id)!r} has no {name}/ subfolder, which its "
+                        "model_index.json lists"
+                    )
         return class_name, overrides
 
     @classmethod

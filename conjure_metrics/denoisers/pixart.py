@@ -58,9 +58,16 @@ class PixArtDenoiser(PipelineDenoiser):
     samplers = VARIANCE_PRESERVING_SAMPLERS
     required_components = _REQUIRED_COMPONENTS
 
-    def __init__(self, pipeline: Any, *, sampler: str | None = None, eta: float = 1.0,
-                 max_sequence_length: int | None = None, sample_size: int | Sequence[int] | None = None,
-                 text_encoder_device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Any,
+        *,
+        sampler: str | None = None,
+        eta: float = 1.0,
+        max_sequence_length: int | None = None,
+        sample_size: int | Sequence[int] | None = None,
+        text_encoder_device: torch.device | str | None = None,
+    ) -> None:
         missing = [name for name in _REQUIRED_COMPONENTS if getattr(pipeline, name, None) is None]
         if missing:
             raise TypeError(f"{type(pipeline).__name__} has no {', '.join(missing)}; PixArtDenoiser needs them")
@@ -88,7 +95,10 @@ class PixArtDenoiser(PipelineDenoiser):
 
     def encode_prompts(self, prompts: Sequence[str]) -> dict[str, Tensor]:
         states, mask, _, _ = self.pipeline.encode_prompt(
-            list(prompts), do_classifier_free_guidance=False, device=self.encoder_device, clean_caption=False,
+            list(prompts),
+            do_classifier_free_guidance=False,
+            device=self.encoder_device,
+            clean_caption=False,
             max_sequence_length=self.max_sequence_length,
         )
         return {"encoder_hidden_states": states.to(self.device), "encoder_attention_mask": mask.to(self.device)}
@@ -102,8 +112,10 @@ class PixArtDenoiser(PipelineDenoiser):
         height, width = self.sample_shape[1] * scale, self.sample_shape[2] * scale
         resolution = torch.tensor([height, width]).repeat(batch_size, 1)
         aspect_ratio = torch.tensor([float(height / width)]).repeat(batch_size, 1)
-        return {"resolution": resolution.to(device=self.device, dtype=self.dtype),
-                "aspect_ratio": aspect_ratio.to(device=self.device, dtype=self.dtype)}
+        return {
+            "resolution": resolution.to(device=self.device, dtype=self.dtype),
+            "aspect_ratio": aspect_ratio.to(device=self.device, dtype=self.dtype),
+        }
 
     def predict_noise(self, x: Tensor, timesteps: Tensor, conditioning: dict[str, Tensor]) -> Tensor:
         """The transformer's noise prediction (its learned-variance channels dropped) for a batch."""
@@ -121,5 +133,6 @@ class PixArtDenoiser(PipelineDenoiser):
         return output.to(x.dtype)
 
     def reverse_chain(self, num_steps: int) -> ReverseChain:
-        return variance_preserving_chain(self.pipeline.scheduler.config, self.sampler, num_steps, eta=self.eta,
-                                         prediction_type=self.prediction_type)
+        return variance_preserving_chain(
+            self.pipeline.scheduler.config, self.sampler, num_steps, eta=self.eta, prediction_type=self.prediction_type
+        )

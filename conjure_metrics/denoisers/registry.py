@@ -62,26 +62,33 @@ def pipeline_class_name(path_or_id: str | os.PathLike, argument: str = "model", 
     index = read_model_index(path_or_id, argument, **hub)
     name = index.get("_class_name")
     if not isinstance(name, str):
-        raise ValueError(f"{argument}: the model_index.json of {os.fspath(path_or_id)!r} names no pipeline class "
-                         "(_class_name)")
+        raise ValueError(
+            f"{argument}: the model_index.json of {os.fspath(path_or_id)!r} names no pipeline class (_class_name)"
+        )
     return name
 
 
 def read_model_index(path_or_id: str | os.PathLike, argument: str = "model", **hub: Any) -> dict[str, Any]:
     """The parsed ``model_index.json`` of a local diffusers folder or a hub repo, or a one-line error."""
     if not os.fspath(path_or_id).strip():
-        raise ValueError(f"{argument} is an empty string: give a diffusers folder, a hub id (owner/name), "
-                         "or None for the embedded conjure-zoo model")
+        raise ValueError(
+            f"{argument} is an empty string: give a diffusers folder, a hub id (owner/name), "
+            "or None for the embedded conjure-zoo model"
+        )
     if os.path.isdir(path_or_id):
         index_path = os.path.join(path_or_id, "model_index.json")
         if not os.path.isfile(index_path):
-            raise FileNotFoundError(f"{argument}: {os.fspath(path_or_id)!r} is a folder without model_index.json "
-                                    "(not a diffusers pipeline folder)")
+            raise FileNotFoundError(
+                f"{argument}: {os.fspath(path_or_id)!r} is a folder without model_index.json "
+                "(not a diffusers pipeline folder)"
+            )
     elif os.path.exists(path_or_id):
         raise ValueError(f"{argument}: {os.fspath(path_or_id)!r} is a file, not a diffusers folder")
     elif _looks_like_path(os.fspath(path_or_id)):
-        raise FileNotFoundError(f"{argument}: no such folder {os.fspath(path_or_id)!r} (expected a diffusers folder "
-                                "with model_index.json, or a hub id owner/name)")
+        raise FileNotFoundError(
+            f"{argument}: no such folder {os.fspath(path_or_id)!r} (expected a diffusers folder "
+            "with model_index.json, or a hub id owner/name)"
+        )
     else:
         index_path = _hub_model_index(str(path_or_id), argument, hub)
     try:
@@ -96,36 +103,53 @@ def read_model_index(path_or_id: str | os.PathLike, argument: str = "model", **h
 
 def listed_components(index: dict[str, Any]) -> dict[str, bool]:
     """Component name -> whether the index records it as present (``["diffusers", "Class"]``) or absent (``[null, null]``)."""
-    return {name: bool(entry[0] is not None) for name, entry in index.items()
-            if not name.startswith("_") and isinstance(entry, list) and len(entry) == 2}
+    return {
+        name: bool(entry[0] is not None)
+        for name, entry in index.items()
+        if not name.startswith("_") and isinstance(entry, list) and len(entry) == 2
+    }
 
 
 def _hub_model_index(repo_id: str, argument: str, hub: dict[str, Any]) -> str:
     from huggingface_hub import hf_hub_download
 
     try:
-        return hf_hub_download(repo_id, "model_index.json", revision=hub.get("revision"), cache_dir=hub.get("cache_dir"),
-                               token=hub.get("token"), local_files_only=bool(hub.get("local_files_only", False)))
+        return hf_hub_download(
+            repo_id,
+            "model_index.json",
+            revision=hub.get("revision"),
+            cache_dir=hub.get("cache_dir"),
+            token=hub.get("token"),
+            local_files_only=bool(hub.get("local_files_only", False)),
+        )
     except Exception as error:  # offline, unknown repo, gated: say which, in one line
         if type(error).__name__ == "HFValidationError":  # not even the shape of a hub id
-            raise FileNotFoundError(f"{argument}: no such folder {repo_id!r}, and not a hub id (owner/name); expected "
-                                    "a diffusers folder with model_index.json") from None
+            raise FileNotFoundError(
+                f"{argument}: no such folder {repo_id!r}, and not a hub id (owner/name); expected "
+                "a diffusers folder with model_index.json"
+            ) from None
         if type(error).__name__ == "LocalEntryNotFoundError":
-            raise FileNotFoundError(f"{argument}: {repo_id!r} is no local folder, and no hub model of that name is in "
-                                    "the cache (offline: HF_HUB_OFFLINE or local_files_only); expected a diffusers "
-                                    "folder with model_index.json") from None
-        raise FileNotFoundError(f"{argument}: {repo_id!r} is neither a local folder nor a reachable hub model "
-                                f"({type(error).__name__})") from None
+            raise FileNotFoundError(
+                f"{argument}: {repo_id!r} is no local folder, and no hub model of that name is in "
+                "the cache (offline: HF_HUB_OFFLINE or local_files_only); expected a diffusers "
+                "folder with model_index.json"
+            ) from None
+        raise FileNotFoundError(
+            f"{argument}: {repo_id!r} is neither a local folder nor a reachable hub model ({type(error).__name__})"
+        ) from None
 
 
 def _looks_like_path(text: str) -> bool:
     # A hub id is "name" or "owner/name"; anything anchored or deeper is a path the user meant to exist.
-    return (os.path.isabs(text) or text.startswith((".", "~")) or text.count("/") > 1 or "\\" in text
-            or text.endswith("/"))
+    return (
+        os.path.isabs(text) or text.startswith((".", "~")) or text.count("/") > 1 or "\\" in text or text.endswith("/")
+    )
 
 
 # Constructor arguments from_pretrained itself fills in from the loaded folder.
-_FILLED_BY_LOADING = frozenset({"self", "path_or_id", "pipeline", "unet", "text_encoder", "tokenizer", "scheduler", "vae"})
+_FILLED_BY_LOADING = frozenset(
+    {"self", "path_or_id", "pipeline", "unet", "text_encoder", "tokenizer", "scheduler", "vae"}
+)
 
 
 def check_loading_options(adapter: type[Any], load_kwargs: dict[str, Any], argument: str = "model") -> None:
@@ -159,8 +183,13 @@ def check_loading_options(adapter: type[Any], load_kwargs: dict[str, Any], argum
     name = unknown[0]
     # A setting of which the keyword is one whole word ("samples" -> num_samples, "guidance" ->
     # guidance_scale) before a spelling match, which would take "samples" for "sampler".
-    close = ([s for s in settings if name in s.split("_")] or difflib.get_close_matches(name, settings, 1)
-             or difflib.get_close_matches(name, sorted(accepted), 1))
+    close = (
+        [s for s in settings if name in s.split("_")]
+        or difflib.get_close_matches(name, settings, 1)
+        or difflib.get_close_matches(name, sorted(accepted), 1)
+    )
     hint = f" (did you mean {'the setting ' if close and close[0] in settings else ''}{close[0]!r}?)" if close else ""
-    raise TypeError(f"{argument}: unknown keyword argument {name!r}{hint}; settings are {', '.join(settings)}; "
-                    f"loading options for a {adapter.__name__} are {', '.join(sorted(accepted))}")
+    raise TypeError(
+        f"{argument}: unknown keyword argument {name!r}{hint}; settings are {', '.join(settings)}; "
+        f"loading options for a {adapter.__name__} are {', '.join(sorted(accepted))}"
+    )

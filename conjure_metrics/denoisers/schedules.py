@@ -18,8 +18,14 @@ VARIANCE_PRESERVING_SAMPLERS = ("ddpm", "ddim", "euler_ancestral")
 FLOW_SAMPLERS = ("sde", "ancestral", "ode")
 
 
-def variance_preserving_chain(scheduler_config: Mapping[str, Any], sampler: str, num_steps: int, *, eta: float = 1.0,
-                              prediction_type: str = "epsilon") -> ReverseChain:
+def variance_preserving_chain(
+    scheduler_config: Mapping[str, Any],
+    sampler: str,
+    num_steps: int,
+    *,
+    eta: float = 1.0,
+    prediction_type: str = "epsilon",
+) -> ReverseChain:
     """``sampler``'s chain on the training schedule of ``scheduler_config`` (any DDPM-family scheduler's config)."""
     from diffusers import DDIMScheduler, DDPMScheduler, EulerAncestralDiscreteScheduler
 
@@ -33,19 +39,27 @@ def variance_preserving_chain(scheduler_config: Mapping[str, Any], sampler: str,
     if sampler == "ddim":
         scheduler = DDIMScheduler.from_config(config)
         scheduler.set_timesteps(num_steps)
-        return ddim_chain(scheduler.alphas_cumprod, scheduler.timesteps, eta, float(scheduler.final_alpha_cumprod),
-                          prediction_type)
+        return ddim_chain(
+            scheduler.alphas_cumprod, scheduler.timesteps, eta, float(scheduler.final_alpha_cumprod), prediction_type
+        )
     if sampler == "euler_ancestral":
         scheduler = EulerAncestralDiscreteScheduler.from_config(config)
         scheduler.set_timesteps(num_steps)
-        return euler_ancestral_chain(scheduler.sigmas, scheduler.timesteps, float(scheduler.init_noise_sigma),
-                                     prediction_type)
+        return euler_ancestral_chain(
+            scheduler.sigmas, scheduler.timesteps, float(scheduler.init_noise_sigma), prediction_type
+        )
     raise ValueError(f"sampler must be one of {VARIANCE_PRESERVING_SAMPLERS}, got {sampler!r}")
 
 
-def flow_matching_chain(scheduler_config: Mapping[str, Any], sampler: str, num_steps: int, *,
-                        sigmas: Sequence[float] | None = None, mu: float | None = None,
-                        noise_level: float = DEFAULT_FLOW_NOISE_LEVEL) -> ReverseChain:
+def flow_matching_chain(
+    scheduler_config: Mapping[str, Any],
+    sampler: str,
+    num_steps: int,
+    *,
+    sigmas: Sequence[float] | None = None,
+    mu: float | None = None,
+    noise_level: float = DEFAULT_FLOW_NOISE_LEVEL,
+) -> ReverseChain:
     """``sampler``'s chain on the grid ``FlowMatchEulerDiscreteScheduler.set_timesteps(num_steps, sigmas=, mu=)`` builds.
 
     ``sigmas`` and ``mu`` as the family's pipeline passes them (Flux: ``linspace(1, 1/T, T)`` and the

@@ -57,8 +57,14 @@ class SD3Denoiser(PipelineDenoiser):
     """
 
     pipeline_classes: ClassVar[tuple[str, ...]] = ("StableDiffusion3Pipeline",)
-    required_components: ClassVar[tuple[str, ...]] = ("transformer", "scheduler", "text_encoder", "tokenizer",
-                                                       "text_encoder_2", "tokenizer_2")
+    required_components: ClassVar[tuple[str, ...]] = (
+        "transformer",
+        "scheduler",
+        "text_encoder",
+        "tokenizer",
+        "text_encoder_2",
+        "tokenizer_2",
+    )
     denoiser_name: ClassVar[str] = "transformer"
     samplers: ClassVar[tuple[str, ...]] = FLOW_SAMPLERS
 
@@ -75,30 +81,45 @@ class SD3Denoiser(PipelineDenoiser):
         super().__init__(pipeline, sampler=sampler, text_encoder_device=text_encoder_device)
         if not noise_level > 0:
             raise ValueError(f"noise_level must be positive (0 is the ODE: use sampler='ode'), got {noise_level}")
-        if isinstance(max_sequence_length, bool) or not isinstance(max_sequence_length, int) \
-                or not 1 <= max_sequence_length <= T5_LIMIT:
+        if (
+            isinstance(max_sequence_length, bool)
+            or not isinstance(max_sequence_length, int)
+            or not 1 <= max_sequence_length <= T5_LIMIT
+        ):
             raise ValueError(f"max_sequence_length must be an int in [1, {T5_LIMIT}], got {max_sequence_length!r}")
-        missing = [name for name in ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
-                   if getattr(pipeline, name, None) is None]
+        missing = [
+            name
+            for name in ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+            if getattr(pipeline, name, None) is None
+        ]
         if missing:
             raise TypeError(f"pipeline has no {', '.join(missing)}; SD3Denoiser needs both CLIP text encoders")
         if getattr(pipeline, "text_encoder_3", None) is None:
-            warnings.warn("SD3 pipeline has no T5 text encoder (text_encoder_3): its tokens are zeros, as diffusers "
-                          "does, so scores differ from the full model's", UserWarning, stacklevel=2)
+            warnings.warn(
+                "SD3 pipeline has no T5 text encoder (text_encoder_3): its tokens are zeros, as diffusers "
+                "does, so scores differ from the full model's",
+                UserWarning,
+                stacklevel=2,
+            )
         self.noise_level, self.max_sequence_length = float(noise_level), max_sequence_length
         config = self.model.config
         size = config.sample_size if sample_size is None else sample_size
         height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         if height % config.patch_size or width % config.patch_size or min(height, width) < 1:
-            raise ValueError(f"sample_size must be positive multiples of the patch size {config.patch_size}, "
-                             f"got {(height, width)}")
+            raise ValueError(
+                f"sample_size must be positive multiples of the patch size {config.patch_size}, got {(height, width)}"
+            )
         self.sample_shape = (int(config.in_channels), height, width)
 
     def encode_prompts(self, prompts: Sequence[str]) -> Conditioning:
         """``{"encoder_hidden_states": (n, CLIP tokens + T5 tokens, T5 width), "pooled_projections": (n, pooled)}``."""
         hidden_states, _, pooled, _ = self.pipeline.encode_prompt(
-            prompt=list(prompts), prompt_2=None, prompt_3=None, device=self.encoder_device,
-            do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length,
+            prompt=list(prompts),
+            prompt_2=None,
+            prompt_3=None,
+            device=self.encoder_device,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
         )
         return {"encoder_hidden_states": hidden_states.to(self.device), "pooled_projections": pooled.to(self.device)}
 
@@ -115,8 +136,9 @@ class SD3Denoiser(PipelineDenoiser):
         return output.to(x.dtype)
 
     def reverse_chain(self, num_steps: int) -> ReverseChain:
-        return flow_matching_chain(self.pipeline.scheduler.config, self.sampler, num_steps, mu=self.shift_mu(),
-                                   noise_level=self.noise_level)
+        return flow_matching_chain(
+            self.pipeline.scheduler.config, self.sampler, num_steps, mu=self.shift_mu(), noise_level=self.noise_level
+        )
 
     def shift_mu(self) -> float | None:
         """The dynamic shift ``mu`` the pipeline computes for these latents when the scheduler asks for one
@@ -128,6 +150,10 @@ class SD3Denoiser(PipelineDenoiser):
 
         patch = self.model.config.patch_size
         _, height, width = self.sample_shape
-        return calculate_shift((height // patch) * (width // patch), config.get("base_image_seq_len", 256),
-                               config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
-                               config.get("max_shift", 1.16))
+        return calculate_shift(
+            (height // patch) * (width // patch),
+            config.get("base_image_seq_len", 256),
+            config.get("max_image_seq_len", 4096),
+            config.get("base_shift", 0.5),
+            config.get("max_shift", 1.16),
+        )

@@ -50,9 +50,15 @@ class SDXLDenoiser(PipelineDenoiser):
     samplers = VARIANCE_PRESERVING_SAMPLERS
     required_components = ("unet", "scheduler", "text_encoder_2", "tokenizer_2")
 
-    def __init__(self, pipeline: Any, *, sampler: str | None = None, eta: float = 1.0,
-                 sample_size: int | tuple[int, int] | None = None,
-                 text_encoder_device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Any,
+        *,
+        sampler: str | None = None,
+        eta: float = 1.0,
+        sample_size: int | tuple[int, int] | None = None,
+        text_encoder_device: torch.device | str | None = None,
+    ) -> None:
         if getattr(pipeline, "text_encoder_2", None) is None or getattr(pipeline, "tokenizer_2", None) is None:
             raise TypeError(f"{type(pipeline).__name__} has no text_encoder_2 and tokenizer_2; SDXL needs both")
         super().__init__(pipeline, sampler=sampler, text_encoder_device=text_encoder_device)
@@ -61,8 +67,10 @@ class SDXLDenoiser(PipelineDenoiser):
         self.eta = float(eta)
         unet_config = self.model.config
         if unet_config.get("time_cond_proj_dim") is not None:
-            raise TypeError("the UNet takes a guidance embedding (time_cond_proj_dim, e.g. LCM); SDXLDenoiser "
-                            "supports classifier-free guided SDXL UNets only")
+            raise TypeError(
+                "the UNet takes a guidance embedding (time_cond_proj_dim, e.g. LCM); SDXLDenoiser "
+                "supports classifier-free guided SDXL UNets only"
+            )
         self.prediction_type = pipeline.scheduler.config.get("prediction_type", "epsilon")
         if self.prediction_type not in VARIANCE_PRESERVING_PREDICTION_TYPES:
             raise ValueError(f"unsupported scheduler prediction_type {self.prediction_type!r}")
@@ -77,20 +85,29 @@ class SDXLDenoiser(PipelineDenoiser):
 
         pipeline = self.pipeline
         if pipeline.config.get("requires_aesthetics_score", False):
-            raise TypeError("the pipeline conditions on an aesthetic score (an SDXL refiner); SDXLDenoiser supports "
-                            "base-style SDXL UNets only")
+            raise TypeError(
+                "the pipeline conditions on an aesthetic score (an SDXL refiner); SDXLDenoiser supports "
+                "base-style SDXL UNets only"
+            )
         scale = pipeline.vae_scale_factor
         pixels = (self.sample_shape[1] * scale, self.sample_shape[2] * scale)
         try:
             # The base pipeline's method: an img2img pipeline's has another signature but, without an
             # aesthetic score, builds the same six ids.
             return StableDiffusionXLPipeline._get_add_time_ids(
-                pipeline, pixels, (0, 0), pixels, dtype=pipeline.text_encoder_2.dtype,
-                text_encoder_projection_dim=pipeline.text_encoder_2.config.projection_dim)
+                pipeline,
+                pixels,
+                (0, 0),
+                pixels,
+                dtype=pipeline.text_encoder_2.dtype,
+                text_encoder_projection_dim=pipeline.text_encoder_2.config.projection_dim,
+            )
         except ValueError:
             expected = self.model.add_embedding.linear_1.in_features
-            raise TypeError(f"the UNet's added conditioning takes {expected} values, not SDXL's six time ids and the "
-                            "pooled text embedding (an SDXL refiner with aesthetic score is not supported)") from None
+            raise TypeError(
+                f"the UNet's added conditioning takes {expected} values, not SDXL's six time ids and the "
+                "pooled text embedding (an SDXL refiner with aesthetic score is not supported)"
+            ) from None
 
     def encode_prompts(self, prompts: Sequence[str]) -> dict[str, Tensor]:
         """``{"encoder_hidden_states", "text_embeds", "time_ids"}`` for each prompt, on :attr:`device`."""
@@ -100,7 +117,8 @@ class SDXLDenoiser(PipelineDenoiser):
         tokenizer = self.pipeline.tokenizer_2
         warn_if_truncated(tokenizer, prompts, tokenizer.model_max_length)
         hidden, _, pooled, _ = self.pipeline.encode_prompt(
-            prompts, device=self.encoder_device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+            prompts, device=self.encoder_device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
         if self.pipeline.config.get("force_zeros_for_empty_prompt", False):
             # The pipeline's unconditional branch is all zeros rather than the encoded "".
             empty = torch.tensor([prompt == "" for prompt in prompts], device=hidden.device)
@@ -108,8 +126,11 @@ class SDXLDenoiser(PipelineDenoiser):
             pooled = torch.where(empty.to(pooled.device)[:, None], torch.zeros_like(pooled), pooled)
         time_ids = self._time_ids.repeat(len(prompts), 1)
         device = self.device
-        return {"encoder_hidden_states": hidden.to(device), "text_embeds": pooled.to(device),
-                "time_ids": time_ids.to(device)}
+        return {
+            "encoder_hidden_states": hidden.to(device),
+            "text_embeds": pooled.to(device),
+            "time_ids": time_ids.to(device),
+        }
 
     def predict_noise(self, x: Tensor, timesteps: Tensor, conditioning: Mapping[str, Tensor]) -> Tensor:
         """The UNet's output (in the scheduler's ``prediction_type``) for a batch, called as the pipeline calls it."""
@@ -118,12 +139,19 @@ class SDXLDenoiser(PipelineDenoiser):
         dtype = self.dtype
         hidden = conditioning["encoder_hidden_states"].to(dtype)
         added = {"text_embeds": conditioning["text_embeds"].to(dtype), "time_ids": conditioning["time_ids"].to(dtype)}
-        output = self.model(x.to(dtype), timesteps, encoder_hidden_states=hidden, timestep_cond=None,
-                            added_cond_kwargs=added, return_dict=False)[0]
+        output = self.model(
+            x.to(dtype),
+            timesteps,
+            encoder_hidden_states=hidden,
+            timestep_cond=None,
+            added_cond_kwargs=added,
+            return_dict=False,
+        )[0]
         if output.shape[1] == 2 * x.shape[1]:  # learned-variance UNets append the variance channels
             output = output[:, : x.shape[1]]
         return output.to(x.dtype)
 
     def reverse_chain(self, num_steps: int) -> ReverseChain:
-        return variance_preserving_chain(self.pipeline.scheduler.config, self.sampler, num_steps, eta=self.eta,
-                                         prediction_type=self.prediction_type)
+        return variance_preserving_chain(
+            self.pipeline.scheduler.config, self.sampler, num_steps, eta=self.eta, prediction_type=self.prediction_type
+        )

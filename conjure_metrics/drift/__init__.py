@@ -12,5 +12,14 @@ from conjure_metrics.drift.report import DriftReport, DriftRow, ExplainedPrompt,
 from conjure_metrics.drift.run import drift_report
 from conjure_metrics.drift.stats import Estimate
 
-__all__ = ["CheckpointInfo", "DriftReport", "DriftRow", "Estimate", "ExplainedPrompt", "GroupDrift",
-           "GroupedPrompts", "drift_report", "read_prompts"]
+__all__ = [
+    "CheckpointInfo",
+    "DriftReport",
+    "DriftRow",
+    "Estimate",
+    "ExplainedPrompt",
+    "GroupDrift",
+    "GroupedPrompts",
+    "drift_report",
+    "read_prompts",
+]

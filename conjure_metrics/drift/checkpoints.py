@@ -102,8 +102,9 @@ def model_identity(model: Any, name: str) -> str:
         # A LoRA or a network-only checkpoint is scored against the base: say which kind it was read as.
         kind = _relative_kind(model)
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        stamps = "\n".join(f"{p.relative_to(root) if p != root else p.name}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}"
-                           for p in files)
+        stamps = "\n".join(
+            f"{p.relative_to(root) if p != root else p.name}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}" for p in files
+        )
         return f"{kind + ':' if kind else ''}{root}#{hashlib.sha256(stamps.encode()).hexdigest()[:16]}"
     if isinstance(model, (str, os.PathLike)):
         return f"hub:{os.fspath(model)}"

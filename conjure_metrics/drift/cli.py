@@ -30,20 +30,35 @@ from conjure_metrics.drift.run import drift_report
 def add_drift_command(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``drift`` to the ``add_subparsers()`` object of a parser; returns the new sub-parser."""
     parser = subparsers.add_parser(
-        "drift", help="which prompts a fine-tune moved, checkpoint by checkpoint",
+        "drift",
+        help="which prompts a fine-tune moved, checkpoint by checkpoint",
         description="Drift of each prompt's meaning from BASE at each checkpoint, per group (target / preserve) "
-                    "with specificity; a plot, an HTML report and JSON; resumable with --results.")
-    parser.add_argument("base", help="the model before fine-tuning: diffusers folder or hub id (conjure-zoo: the "
-                                     "embedded model)")
-    parser.add_argument("checkpoints", nargs="+", metavar="checkpoint",
-                        help="fine-tuned checkpoints: diffusers folders, LoRA / PEFT adapters, training checkpoint "
-                             "folders or single .safetensors files (sorted by the step in names like checkpoint-500)")
+        "with specificity; a plot, an HTML report and JSON; resumable with --results.",
+    )
+    parser.add_argument(
+        "base", help="the model before fine-tuning: diffusers folder or hub id (conjure-zoo: the embedded model)"
+    )
+    parser.add_argument(
+        "checkpoints",
+        nargs="+",
+        metavar="checkpoint",
+        help="fine-tuned checkpoints: diffusers folders, LoRA / PEFT adapters, training checkpoint "
+        "folders or single .safetensors files (sorted by the step in names like checkpoint-500)",
+    )
     prompts = parser.add_argument_group("prompts")
-    prompts.add_argument("--prompts", required=True, metavar="FILE",
-                         help="one prompt per line, optionally 'target: ...' / 'preserve: ...'; or a .tsv with "
-                              "'prompt' and 'group' columns")
-    prompts.add_argument("--groups", default=None, metavar="LIST",
-                         help="comma-separated group labels every prompt must carry, e.g. target,preserve")
+    prompts.add_argument(
+        "--prompts",
+        required=True,
+        metavar="FILE",
+        help="one prompt per line, optionally 'target: ...' / 'preserve: ...'; or a .tsv with "
+        "'prompt' and 'group' columns",
+    )
+    prompts.add_argument(
+        "--groups",
+        default=None,
+        metavar="LIST",
+        help="comma-separated group labels every prompt must carry, e.g. target,preserve",
+    )
     estimator = parser.add_argument_group("estimator")
     add_settings_arguments(estimator, exclude=("target_stderr", "max_samples"))
     estimator.add_argument("--chunk-size", type=int, default=32, help="prompts scored at a time (default 32)")
@@ -53,10 +68,19 @@ def add_drift_command(subparsers: Any) -> argparse.ArgumentParser:
     output.add_argument("--json", dest="json_path", default=None, metavar="PATH", help="write everything as JSON")
     output.add_argument("--plot", default=None, metavar="PNG", help="write the drift-vs-checkpoint plot")
     output.add_argument("--report", default=None, metavar="HTML", help="write one self-contained HTML report")
-    output.add_argument("--explain-top", type=int, default=3, metavar="N",
-                        help="in --report, picture the N most-moved prompts, base vs checkpoint (default 3)")
-    output.add_argument("--results", default=None, metavar="JSONL",
-                        help="per-(checkpoint, prompt) scores, appended chunk by chunk; a rerun skips them")
+    output.add_argument(
+        "--explain-top",
+        type=int,
+        default=3,
+        metavar="N",
+        help="in --report, picture the N most-moved prompts, base vs checkpoint (default 3)",
+    )
+    output.add_argument(
+        "--results",
+        default=None,
+        metavar="JSONL",
+        help="per-(checkpoint, prompt) scores, appended chunk by chunk; a rerun skips them",
+    )
     output.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     parser.set_defaults(run=_run)
     return parser
@@ -81,11 +105,18 @@ def _run(args: argparse.Namespace) -> None:
         raise ValueError("--groups needs at least one label, e.g. --groups target,preserve")
     grouped = read_prompts(args.prompts, expected)
     report = drift_report(
-        args.base, args.checkpoints, list(grouped.prompts), list(grouped.groups),
-        **settings_from_args(args).record(exclude=("target_stderr", "max_samples")), chunk_size=args.chunk_size,
-        results_path=args.results, explain_top=args.explain_top if args.report else 0,
-        progress_bar=False if args.quiet else None, **({"device": args.device} if args.device else {}),
-        **checkpoint_options_from_args(args))
+        args.base,
+        args.checkpoints,
+        list(grouped.prompts),
+        list(grouped.groups),
+        **settings_from_args(args).record(exclude=("target_stderr", "max_samples")),
+        chunk_size=args.chunk_size,
+        results_path=args.results,
+        explain_top=args.explain_top if args.report else 0,
+        progress_bar=False if args.quiet else None,
+        **({"device": args.device} if args.device else {}),
+        **checkpoint_options_from_args(args),
+    )
 
     print(f"drift from {report.base}")
     print(report.summary())

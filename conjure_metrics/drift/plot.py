@@ -33,14 +33,32 @@ def drift_figure(report: DriftReport) -> Any:
     if len(report.prompts) <= MAX_PROMPT_LINES:
         for prompt, group in report.prompts:
             rows = {r.checkpoint: r for r in report.rows if r.prompt == prompt}
-            ax.errorbar(positions, [rows[c.name].drift for c in report.checkpoints],
-                        yerr=[rows[c.name].stderr or 0.0 for c in report.checkpoints], color=colours[group],
-                        linewidth=0.8, linestyle=line, alpha=0.45, capsize=2, marker=".", label=_short(prompt))
+            ax.errorbar(
+                positions,
+                [rows[c.name].drift for c in report.checkpoints],
+                yerr=[rows[c.name].stderr or 0.0 for c in report.checkpoints],
+                color=colours[group],
+                linewidth=0.8,
+                linestyle=line,
+                alpha=0.45,
+                capsize=2,
+                marker=".",
+                label=_short(prompt),
+            )
     for group in group_names:
         means = {g.checkpoint: g.mean for g in report.groups if g.group == group}
-        ax.errorbar(positions, [means[c.name].value for c in report.checkpoints],
-                    yerr=[means[c.name].stderr or 0.0 for c in report.checkpoints], color=colours[group],
-                    linewidth=2.5, linestyle=line, capsize=4, marker="o", markersize=7, label=f"{group} (mean)")
+        ax.errorbar(
+            positions,
+            [means[c.name].value for c in report.checkpoints],
+            yerr=[means[c.name].stderr or 0.0 for c in report.checkpoints],
+            color=colours[group],
+            linewidth=2.5,
+            linestyle=line,
+            capsize=4,
+            marker="o",
+            markersize=7,
+            label=f"{group} (mean)",
+        )
     ax.set_xticks(positions, [str(c.step) if steps else _short(c.name, 24) for c in report.checkpoints])
     if not steps:
         ax.set_xlim(positions[0] - 0.5, positions[-1] + 0.5)

@@ -71,13 +71,23 @@ def read_prompts(path: str | Path, expected_groups: Sequence[str] | None = None)
         raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     lines = split_lines(text)
     parsed = _parse_tsv(path, lines) if path.suffix.lower() == ".tsv" else _parse_text(path, lines)
-    return group_prompts([p for p, _, _ in parsed], [g for _, g, _ in parsed], expected_groups,
-                         sources=[s for _, _, s in parsed], origin=str(path))
+    return group_prompts(
+        [p for p, _, _ in parsed],
+        [g for _, g, _ in parsed],
+        expected_groups,
+        sources=[s for _, _, s in parsed],
+        origin=str(path),
+    )
 
 
-def group_prompts(prompts: Sequence[str], groups: Sequence[str | None] | None = None,
-                  expected_groups: Sequence[str] | None = None, *, sources: Sequence[str] | None = None,
-                  origin: str = "prompts") -> GroupedPrompts:
+def group_prompts(
+    prompts: Sequence[str],
+    groups: Sequence[str | None] | None = None,
+    expected_groups: Sequence[str] | None = None,
+    *,
+    sources: Sequence[str] | None = None,
+    origin: str = "prompts",
+) -> GroupedPrompts:
     """Check prompts and their group labels (``None`` or ``""``: ungrouped) and name the ungrouped ones."""
     if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
         raise TypeError("prompts must be a list of str")
@@ -120,8 +130,10 @@ def _parse_text(path: Path, lines: list[str]) -> list[tuple[str, str | None, str
             continue
         labelled = _LABEL.fullmatch(line)
         if labelled and not labelled.group(2):
-            raise ValueError(f"{source}: group label {labelled.group(1)!r} with no prompt after it "
-                             "(write 'LABEL: prompt' on one line)")
+            raise ValueError(
+                f"{source}: group label {labelled.group(1)!r} with no prompt after it "
+                "(write 'LABEL: prompt' on one line)"
+            )
         if labelled:
             parsed.append((labelled.group(2).strip(), labelled.group(1), source))
         else:
@@ -136,8 +148,10 @@ def _parse_tsv(path: Path, lines: list[str]) -> list[tuple[str, str | None, str]
     header = [cell.strip().lower() for cell in rows[0][1]]
     missing = [column for column in ("prompt", "group") if column not in header]
     if missing:
-        raise ValueError(f"{path}:{rows[0][0]}: header has no {missing[0]!r} column (a .tsv prompt file starts "
-                         "with a header naming its 'prompt' and 'group' columns)")
+        raise ValueError(
+            f"{path}:{rows[0][0]}: header has no {missing[0]!r} column (a .tsv prompt file starts "
+            "with a header naming its 'prompt' and 'group' columns)"
+        )
     prompt_column, group_column = header.index("prompt"), header.index("group")
     parsed = []
     for number, cells in rows[1:]:

@@ -35,9 +35,16 @@ class DriftRow:
     samples: tuple[float, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"checkpoint": self.checkpoint, "step": self.step, "prompt": self.prompt, "group": self.group,
-                "drift": self.drift, "stderr": self.stderr, "similarity": self.similarity,
-                "samples": list(self.samples)}
+        return {
+            "checkpoint": self.checkpoint,
+            "step": self.step,
+            "prompt": self.prompt,
+            "group": self.group,
+            "drift": self.drift,
+            "stderr": self.stderr,
+            "similarity": self.similarity,
+            "samples": list(self.samples),
+        }
 
 
 @dataclass(frozen=True)
@@ -96,8 +103,17 @@ class DriftReport:
     def row_cells(self) -> tuple[list[str], list[list[str]]]:
         """Header and formatted cells of every row, largest drift first (the text and HTML tables)."""
         header = ["checkpoint", "group", "prompt", "drift", "± stderr", "similarity"]
-        return header, [[r.checkpoint, r.group, r.prompt, format_number(r.drift), format_number(r.stderr),
-                         format_number(r.similarity)] for r in self.rows]
+        return header, [
+            [
+                r.checkpoint,
+                r.group,
+                r.prompt,
+                format_number(r.drift),
+                format_number(r.stderr),
+                format_number(r.similarity),
+            ]
+            for r in self.rows
+        ]
 
     def summary_cells(self) -> tuple[list[str], list[list[str]]]:
         """Header and formatted cells of the group summary: mean drift per group and checkpoint, the
@@ -108,12 +124,19 @@ class DriftReport:
         for group in dict.fromkeys(g.group for g in self.groups):
             means = {g.checkpoint: g for g in self.groups if g.group == group}
             count = next(iter(means.values())).num_prompts
-            lines.append([group, str(count), *(format_estimate(means[c.name].mean) for c in self.checkpoints)]
-                         + ([self.onset[group] or "-"] if with_onset else []))
+            lines.append(
+                [group, str(count), *(format_estimate(means[c.name].mean) for c in self.checkpoints)]
+                + ([self.onset[group] or "-"] if with_onset else [])
+            )
         if self.specificity:
-            lines.append([f"specificity ({TARGET} / {PRESERVE})", "",
-                          *(format_estimate(self.specificity[c.name]) for c in self.checkpoints)]
-                         + ([""] if with_onset else []))
+            lines.append(
+                [
+                    f"specificity ({TARGET} / {PRESERVE})",
+                    "",
+                    *(format_estimate(self.specificity[c.name]) for c in self.checkpoints),
+                ]
+                + ([""] if with_onset else [])
+            )
         return header, lines
 
     def table(self) -> str:
@@ -141,13 +164,30 @@ class DriftReport:
             "settings": self.settings,
             "prompts": [{"prompt": p, "group": g} for p, g in self.prompts],
             "rows": [r.to_dict() for r in self.rows],
-            "groups": [{"group": g.group, "checkpoint": g.checkpoint, "prompts": g.num_prompts,
-                        "mean_drift": g.mean.value, "stderr": g.mean.stderr} for g in self.groups],
-            "specificity": [{"checkpoint": name, **(value.to_dict() if value else {"value": None, "stderr": None})}
-                            for name, value in self.specificity.items()],
+            "groups": [
+                {
+                    "group": g.group,
+                    "checkpoint": g.checkpoint,
+                    "prompts": g.num_prompts,
+                    "mean_drift": g.mean.value,
+                    "stderr": g.mean.stderr,
+                }
+                for g in self.groups
+            ],
+            "specificity": [
+                {"checkpoint": name, **(value.to_dict() if value else {"value": None, "stderr": None})}
+                for name, value in self.specificity.items()
+            ],
             "onset": self.onset,
-            "explained": [{"prompt": e.prompt, "checkpoint": e.checkpoint, "drift": e.drift,
-                           "divergence_by_weighting": e.explanation.divergence} for e in self.explanations],
+            "explained": [
+                {
+                    "prompt": e.prompt,
+                    "checkpoint": e.checkpoint,
+                    "drift": e.drift,
+                    "divergence_by_weighting": e.explanation.divergence,
+                }
+                for e in self.explanations
+            ],
             "computed": self.computed,
             "reused": self.reused,
         }
@@ -165,28 +205,57 @@ class DriftReport:
         return report_html(self)
 
 
-def assemble_report(base: str, checkpoints: Sequence[CheckpointInfo], prompts: Sequence[str], groups: Sequence[str],
-                    scores: dict[tuple[str, str], dict[str, Any]], settings: dict[str, Any], *,
-                    computed: int, reused: int) -> DriftReport:
+def assemble_report(
+    base: str,
+    checkpoints: Sequence[CheckpointInfo],
+    prompts: Sequence[str],
+    groups: Sequence[str],
+    scores: dict[tuple[str, str], dict[str, Any]],
+    settings: dict[str, Any],
+    *,
+    computed: int,
+    reused: int,
+) -> DriftReport:
     """The report from the scores of each (checkpoint name, prompt): dicts with ``divergence``,
     ``stderr``, ``similarity`` and ``samples`` (as the results file holds them)."""
-    rows = [DriftRow(c.name, c.step, p, g, s["divergence"], s["stderr"], s["similarity"], tuple(s["samples"]))
-            for c in checkpoints for p, g in zip(prompts, groups) for s in [scores[c.name, p]]]
+    rows = [
+        DriftRow(c.name, c.step, p, g, s["divergence"], s["stderr"], s["similarity"], tuple(s["samples"]))
+        for c in checkpoints
+        for p, g in zip(prompts, groups)
+        for s in [scores[c.name, p]]
+    ]
     group_names = list(dict.fromkeys(groups))
-    samples = {(c.name, g): np.array([r.samples for r in rows if r.checkpoint == c.name and r.group == g])
-               for c in checkpoints for g in group_names}
-    group_rows = tuple(GroupDrift(g, c.name, groups.count(g), group_mean(samples[c.name, g]))
-                       for g in group_names for c in checkpoints)
+    samples = {
+        (c.name, g): np.array([r.samples for r in rows if r.checkpoint == c.name and r.group == g])
+        for c in checkpoints
+        for g in group_names
+    }
+    group_rows = tuple(
+        GroupDrift(g, c.name, groups.count(g), group_mean(samples[c.name, g])) for g in group_names for c in checkpoints
+    )
     specificity: dict[str, Estimate | None] = {}
     if TARGET in group_names and PRESERVE in group_names:
         specificity = {c.name: ratio_of_means(samples[c.name, TARGET], samples[c.name, PRESERVE]) for c in checkpoints}
     # Onset needs a training order: checkpoints named by their step (an edit and a control are not one).
     in_training_order = len(checkpoints) > 1 and all(c.step is not None for c in checkpoints)
-    onset = ({g: _onset([r.mean.value for r in group_rows if r.group == g], checkpoints) for g in group_names}
-             if in_training_order else {})
+    onset = (
+        {g: _onset([r.mean.value for r in group_rows if r.group == g], checkpoints) for g in group_names}
+        if in_training_order
+        else {}
+    )
     ordered = sorted(rows, key=lambda r: -r.drift)  # stable: ties keep checkpoint, then prompt order
-    return DriftReport(base, tuple(checkpoints), settings, tuple(zip(prompts, groups)), tuple(ordered), group_rows,
-                       specificity, onset, computed=computed, reused=reused)
+    return DriftReport(
+        base,
+        tuple(checkpoints),
+        settings,
+        tuple(zip(prompts, groups)),
+        tuple(ordered),
+        group_rows,
+        specificity,
+        onset,
+        computed=computed,
+        reused=reused,
+    )
 
 
 def _onset(means: list[float], checkpoints: Sequence[CheckpointInfo]) -> str | None:

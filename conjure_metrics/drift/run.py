@@ -130,9 +130,17 @@ def drift_report(
         >>> report.specificity["step-200"] is None  # nothing to divide by: the preserve group stayed put
         True
     """
-    settings = ConjureSettings(num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale,
-                               weighting=weighting, min_noise=min_noise, seed=seed, max_batch_size=max_batch_size,
-                               min_timestep=min_timestep, sampler=sampler).for_mode("models")
+    settings = ConjureSettings(
+        num_steps=num_steps,
+        num_samples=num_samples,
+        guidance_scale=guidance_scale,
+        weighting=weighting,
+        min_noise=min_noise,
+        seed=seed,
+        max_batch_size=max_batch_size,
+        min_timestep=min_timestep,
+        sampler=sampler,
+    ).for_mode("models")
     grouped = group_prompts(prompts, groups)
     checkpoints = _checked_checkpoints(checkpoints)
     names = _checked_names(checkpoints, names)
@@ -152,8 +160,11 @@ def drift_report(
     results_settings = _results_settings(model_identity(base, base_name), record, load_kwargs)
     store = ResultsFile(results_path) if results_path is not None else None
     done = store.read(results_settings) if store is not None else {}
-    keys = {(name, prompt): pair_fingerprint(model_identity(model, name), prompt)
-            for model, name in zip(checkpoints, names) for prompt in grouped.prompts}
+    keys = {
+        (name, prompt): pair_fingerprint(model_identity(model, name), prompt)
+        for model, name in zip(checkpoints, names)
+        for prompt in grouped.prompts
+    }
     scores = {where: done[key] for where, key in keys.items() if key in done}
     reused = len(scores)
     ordered = order_checkpoints(names)
@@ -176,13 +187,15 @@ def drift_report(
                 continue
             done_here = len(grouped.prompts) - len(todo)
             progress.stage(f"{where}: scoring {len(todo)} prompt(s)" + (f", {done_here} reused" if done_here else ""))
-            reference, checkpoint = _load_checkpoint(base_denoiser(), base, checkpoints[index], info.name, sampler,
-                                                     base_kwargs, checkpoint_options, progress)
+            reference, checkpoint = _load_checkpoint(
+                base_denoiser(), base, checkpoints[index], info.name, sampler, base_kwargs, checkpoint_options, progress
+            )
             for start in range(0, len(todo), chunk_size):
-                chunk = todo[start:start + chunk_size]
-                records = [dict(score, key=keys[info.name, score["prompt"]], settings=results_settings,
-                                checkpoint=info.name)
-                           for score in _score_chunk(chunk, reference, checkpoint, settings)]
+                chunk = todo[start : start + chunk_size]
+                records = [
+                    dict(score, key=keys[info.name, score["prompt"]], settings=results_settings, checkpoint=info.name)
+                    for score in _score_chunk(chunk, reference, checkpoint, settings)
+                ]
                 if store is not None:
                     store.append(records)
                 scores.update(((info.name, r["prompt"]), r) for r in records)
@@ -191,12 +204,21 @@ def drift_report(
             del reference, checkpoint
             _release_memory()
 
-        report = assemble_report(base_name, [info for _, info in ordered], grouped.prompts, grouped.groups, scores,
-                                 record, computed=len(scores) - reused, reused=reused)
+        report = assemble_report(
+            base_name,
+            [info for _, info in ordered],
+            grouped.prompts,
+            grouped.groups,
+            scores,
+            record,
+            computed=len(scores) - reused,
+            reused=reused,
+        )
         if explain_top:
             models = dict(zip(names, checkpoints))
-            explained = _explain_most_moved(report, explain_top, base_denoiser, base, models, record, base_kwargs,
-                                            checkpoint_options, progress)
+            explained = _explain_most_moved(
+                report, explain_top, base_denoiser, base, models, record, base_kwargs, checkpoint_options, progress
+            )
             report = replace(report, explanations=explained)
     finally:
         progress.close()
@@ -206,18 +228,33 @@ def drift_report(
 def _results_settings(base_identity: str, settings: dict[str, Any], load_kwargs: dict[str, Any]) -> str:
     """The results file's ``settings`` hash: what, besides the checkpoint and the prompt, changes a score."""
     loading = {k: str(v) for k, v in sorted(load_kwargs.items()) if k != "device"}
-    return settings_hash({"report": "drift", "base": base_identity, "scoring": SCORING_VERSION, "load": loading,
-                          **{k: v for k, v in settings.items() if k not in _NOT_SCORE_CHANGING}})
+    return settings_hash(
+        {
+            "report": "drift",
+            "base": base_identity,
+            "scoring": SCORING_VERSION,
+            "load": loading,
+            **{k: v for k, v in settings.items() if k not in _NOT_SCORE_CHANGING},
+        }
+    )
 
 
-def _score_chunk(prompts: list[str], base: Denoiser, checkpoint: Denoiser,
-                 settings: ConjureSettings) -> list[dict[str, Any]]:
+def _score_chunk(
+    prompts: list[str], base: Denoiser, checkpoint: Denoiser, settings: ConjureSettings
+) -> list[dict[str, Any]]:
     """Each prompt's drift, standard error, similarity and per-sample estimates, as plain values."""
     result = score_pairs(prompts, prompts, base, checkpoint, settings, progress_bar=False)
     per_sample = result.terms.samples(result.settings.weighting)
-    return [{"prompt": prompt, "divergence": float(result.divergence[i]),
-             "stderr": _finite_or_none(float(result.stderr[i])), "similarity": float(result.similarity[i]),
-             "samples": per_sample[i].tolist()} for i, prompt in enumerate(prompts)]
+    return [
+        {
+            "prompt": prompt,
+            "divergence": float(result.divergence[i]),
+            "stderr": _finite_or_none(float(result.stderr[i])),
+            "similarity": float(result.similarity[i]),
+            "samples": per_sample[i].tolist(),
+        }
+        for i, prompt in enumerate(prompts)
+    ]
 
 
 def _checked_checkpoints(checkpoints: Any) -> list[ModelLike]:
@@ -240,9 +277,17 @@ def _checked_names(checkpoints: list[ModelLike], names: Sequence[str] | None) ->
     return names
 
 
-def _explain_most_moved(report: DriftReport, count: int, base_denoiser: Any, base: ModelLike,
-                        models: dict[str, ModelLike], settings: dict[str, Any], load_kwargs: dict[str, Any],
-                        checkpoint_options: dict[str, Any], progress: Progress) -> tuple[ExplainedPrompt, ...]:
+def _explain_most_moved(
+    report: DriftReport,
+    count: int,
+    base_denoiser: Any,
+    base: ModelLike,
+    models: dict[str, ModelLike],
+    settings: dict[str, Any],
+    load_kwargs: dict[str, Any],
+    checkpoint_options: dict[str, Any],
+    progress: Progress,
+) -> tuple[ExplainedPrompt, ...]:
     """:func:`explain` pictures of the ``count`` most-moved prompts, loading each checkpoint needed once."""
     chosen = report.most_moved(count)
     pictures: dict[str, ExplainedPrompt] = {}
@@ -250,8 +295,16 @@ def _explain_most_moved(report: DriftReport, count: int, base_denoiser: Any, bas
         rows = [row for row in chosen if row.checkpoint == info.name]
         if not rows:
             continue
-        reference, checkpoint = _load_checkpoint(base_denoiser(), base, models[info.name], info.name,
-                                                 settings.get("sampler"), load_kwargs, checkpoint_options, progress)
+        reference, checkpoint = _load_checkpoint(
+            base_denoiser(),
+            base,
+            models[info.name],
+            info.name,
+            settings.get("sampler"),
+            load_kwargs,
+            checkpoint_options,
+            progress,
+        )
         for row in rows:
             progress.stage(f"explaining {row.prompt!r} at {info.name}")
             explanation = explain(row.prompt, row.prompt, reference, model_b=checkpoint, **settings, progress_bar=False)
@@ -270,15 +323,24 @@ def _load(model: ModelLike, role: str, name: str, load_kwargs: dict[str, Any], p
         return load_denoiser(model, role, **load_kwargs)
 
 
-def _load_checkpoint(reference: Denoiser, base: ModelLike, checkpoint: ModelLike, name: str, sampler: str | None,
-                     load_kwargs: dict[str, Any], options: dict[str, Any], progress: Progress) -> tuple[Denoiser, Denoiser]:
+def _load_checkpoint(
+    reference: Denoiser,
+    base: ModelLike,
+    checkpoint: ModelLike,
+    name: str,
+    sampler: str | None,
+    load_kwargs: dict[str, Any],
+    options: dict[str, Any],
+    progress: Progress,
+) -> tuple[Denoiser, Denoiser]:
     """The base side and the checkpoint side for one checkpoint, resolved against the loaded base: a LoRA
     gives two views of the base, a network-only checkpoint shares the base's other parts."""
     progress.stage(f"loading checkpoint {name}")
     base_path = base if isinstance(base, (str, os.PathLike)) and os.path.isdir(base) else None
     with library_bars_off() if isinstance(checkpoint, (str, os.PathLike)) else nullcontext():
-        return load_against_base(reference, checkpoint, base_path=base_path, sampler=sampler, argument="checkpoint",
-                                 **options, **load_kwargs)
+        return load_against_base(
+            reference, checkpoint, base_path=base_path, sampler=sampler, argument="checkpoint", **options, **load_kwargs
+        )
 
 
 def _release_memory() -> None:
@@ -294,4 +356,3 @@ def _release_memory() -> None:
 
 def _finite_or_none(value: float) -> float | None:
     return None if math.isnan(value) else value  # one sample has no standard error
-

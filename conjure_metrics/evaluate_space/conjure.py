@@ -96,7 +96,12 @@ class Conjure(evaluate.Metric):
         checked = ConjureSettings.from_kwargs(**settings)
         side_a, side_b = self._pair(model, model_b, options)
         result = conjure_similarity(
-            list(prompts_a), list(prompts_b), side_a, model_b=side_b, **checked.record(), progress_bar=False,
+            list(prompts_a),
+            list(prompts_b),
+            side_a,
+            model_b=side_b,
+            **checked.record(),
+            progress_bar=False,
         )
         return {
             "mean_similarity": float(result.mean_similarity),

@@ -49,7 +49,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FORMATS: tuple[str, ...] = (
-    "stsb-glue", "stsb-csv", "sick", "senteval", "jsonl", "parquet", "wordsim", "simlex", "lee",
+    "stsb-glue",
+    "stsb-csv",
+    "sick",
+    "senteval",
+    "jsonl",
+    "parquet",
+    "wordsim",
+    "simlex",
+    "lee",
 )
 
 _SENTEVAL_INPUT = re.compile(r"^STS\.input\.(?P<name>.+)\.txt$")
@@ -99,7 +107,9 @@ class _Pairs:
     def dataset(self) -> SimilarityDataset:
         if not self.scores:
             raise ValueError(f"{self.path}: no scored pairs found")
-        return SimilarityDataset(self.name, tuple(self.a), tuple(self.b), tuple(self.scores), str(self.path), self.group)
+        return SimilarityDataset(
+            self.name, tuple(self.a), tuple(self.b), tuple(self.scores), str(self.path), self.group
+        )
 
 
 def _score(text: str, path: Path, line: int) -> float:
@@ -115,7 +125,9 @@ def _score(text: str, path: Path, line: int) -> float:
 def _fields(path: Path, line: int, text: str, minimum: int, what: str) -> list[str]:
     fields = text.rstrip("\r\n").split("\t")
     if len(fields) < minimum:
-        raise ValueError(f"{path}:{line}: expected at least {minimum} tab-separated fields ({what}), found {len(fields)}")
+        raise ValueError(
+            f"{path}:{line}: expected at least {minimum} tab-separated fields ({what}), found {len(fields)}"
+        )
     return fields
 
 
@@ -170,7 +182,8 @@ def read_stsb_glue(path: Path) -> list[SimilarityDataset]:
     if "score" not in header and {"sentence1", "sentence2"} <= set(header):
         raise ValueError(
             f"{path}: this STS-B file has no 'score' column (GLUE's test.tsv withholds the labels); "
-            "benchmark on dev.tsv, or on sts-test.csv from the original STS benchmark, which has them")
+            "benchmark on dev.tsv, or on sts-test.csv from the original STS benchmark, which has them"
+        )
     columns = _header_index(path, header, {"a": "sentence1", "b": "sentence2", "score": "score"})
     pairs = _Pairs(path, f"STS-B {path.stem}")
     for number, text in enumerate(lines[1:], start=2):
@@ -283,7 +296,8 @@ def read_parquet(path: Path) -> list[SimilarityDataset]:
         import pyarrow.parquet as parquet
     except ImportError:
         raise ImportError(
-            f"{path}: reading Parquet needs pyarrow: pip install pyarrow (or conjure_metrics[sts])") from None
+            f"{path}: reading Parquet needs pyarrow: pip install pyarrow (or conjure_metrics[sts])"
+        ) from None
     rows = parquet.read_table(path).to_pylist()
     # Rows are numbered from 1 like lines, so errors read the same as for JSONL.
     return [_dataset_from_records(path, list(enumerate(rows, start=1)))]
@@ -341,7 +355,9 @@ def read_lee(path: Path) -> list[SimilarityDataset]:
             raise ValueError(f"{matrix_path}:{number}: {len(row)} values, expected one per document ({len(documents)})")
         matrix.append([_score(value, matrix_path, number) for value in row])
     if len(matrix) != len(documents):
-        raise ValueError(f"{matrix_path}: {len(matrix)} rows, expected one per document in {documents_path.name} ({len(documents)})")
+        raise ValueError(
+            f"{matrix_path}: {len(matrix)} rows, expected one per document in {documents_path.name} ({len(documents)})"
+        )
     pairs = _Pairs(documents_path, "Lee")
     for i in range(len(documents)):
         for j in range(i + 1, len(documents)):
@@ -352,8 +368,15 @@ def read_lee(path: Path) -> list[SimilarityDataset]:
 
 
 _READERS: dict[str, Callable[[Path], list[SimilarityDataset]]] = {
-    "stsb-glue": read_stsb_glue, "stsb-csv": read_stsb_csv, "sick": read_sick, "senteval": read_senteval,
-    "jsonl": read_jsonl, "parquet": read_parquet, "wordsim": read_wordsim, "simlex": read_simlex, "lee": read_lee,
+    "stsb-glue": read_stsb_glue,
+    "stsb-csv": read_stsb_csv,
+    "sick": read_sick,
+    "senteval": read_senteval,
+    "jsonl": read_jsonl,
+    "parquet": read_parquet,
+    "wordsim": read_wordsim,
+    "simlex": read_simlex,
+    "lee": read_lee,
 }
 
 
@@ -379,7 +402,9 @@ def detect_format(path: str | os.PathLike) -> str:
             return "senteval"
         if {_LEE_DOCUMENTS, _LEE_MATRIX} <= names:
             return "lee"
-        raise ValueError(f"{path}: a directory must hold SentEval STS.input.*.txt files or {_LEE_DOCUMENTS} + {_LEE_MATRIX}")
+        raise ValueError(
+            f"{path}: a directory must hold SentEval STS.input.*.txt files or {_LEE_DOCUMENTS} + {_LEE_MATRIX}"
+        )
     check_regular_file(path)
     name = path.name
     if _SENTEVAL_INPUT.match(name) or _SENTEVAL_GOLD.match(name):
@@ -406,7 +431,9 @@ def detect_format(path: str | os.PathLike) -> str:
         return "stsb-csv"
     if first.startswith("#") or (len(fields) == 3 and _is_number(fields[2])):
         return "wordsim"
-    raise ValueError(f"{path}: cannot tell the format from its name or first line; pass format= one of {', '.join(FORMATS)}")
+    raise ValueError(
+        f"{path}: cannot tell the format from its name or first line; pass format= one of {', '.join(FORMATS)}"
+    )
 
 
 def _is_number(text: str) -> bool:

@@ -39,8 +39,12 @@ _SCORES = ("similarity", "divergence")
 
 
 def _holds_scores(record: dict[str, Any]) -> bool:
-    return all(isinstance(record.get(name), (int, float)) and not isinstance(record.get(name), bool)
-               and math.isfinite(record[name]) for name in _SCORES)
+    return all(
+        isinstance(record.get(name), (int, float))
+        and not isinstance(record.get(name), bool)
+        and math.isfinite(record[name])
+        for name in _SCORES
+    )
 
 
 class ResultsFile:
@@ -59,8 +63,9 @@ class ResultsFile:
             text = self.path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as error:
             # Appending to a binary file would corrupt it: it is not ours to touch.
-            raise ValueError(f"{self.path}: not a results file (not UTF-8 text: {error.reason} at byte "
-                             f"{error.start})") from None
+            raise ValueError(
+                f"{self.path}: not a results file (not UTF-8 text: {error.reason} at byte {error.start})"
+            ) from None
         records, unreadable = {}, []
         for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
@@ -77,8 +82,11 @@ class ResultsFile:
             if record.get("settings") == settings:
                 records[key] = record
         if unreadable:
-            warnings.warn(f"{self.path}: skipped {len(unreadable)} unreadable line(s) (first: {self.path}:"
-                          f"{unreadable[0]}); those pairs are scored again", stacklevel=2)
+            warnings.warn(
+                f"{self.path}: skipped {len(unreadable)} unreadable line(s) (first: {self.path}:"
+                f"{unreadable[0]}); those pairs are scored again",
+                stacklevel=2,
+            )
         return records
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:

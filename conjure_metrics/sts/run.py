@@ -74,24 +74,40 @@ class BenchmarkReport:
             rows.append([title, *cells, _percent(self.average[metric])])
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         settings = ", ".join(f"{k} {v}" for k, v in self.settings.items())
-        lines = [f"model {self.model}: {settings}",
-                 "  ".join(h.ljust(w) for h, w in zip(header, widths)),
-                 "  ".join("-" * w for w in widths)]
+        lines = [
+            f"model {self.model}: {settings}",
+            "  ".join(h.ljust(w) for h, w in zip(header, widths)),
+            "  ".join("-" * w for w in widths),
+        ]
         lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
-        lines.append(f"[low, high]: bootstrap 95 % interval ({self.bootstrap_resamples} resamples of the pairs); "
-                     f"{self.computed_pairs} pair(s) scored now, {self.reused_pairs} reused from the results file")
+        lines.append(
+            f"[low, high]: bootstrap 95 % interval ({self.bootstrap_resamples} resamples of the pairs); "
+            f"{self.computed_pairs} pair(s) scored now, {self.reused_pairs} reused from the results file"
+        )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: correlations × 100 with ``ci95`` intervals, ``None`` where undefined."""
-        def column(c: ColumnScore) -> dict[str, Any]:
-            return {"name": c.name, "pairs": c.num_pairs, "datasets": list(c.datasets),
-                    "spearman_x100": c.spearman.to_dict(100), "pearson_x100": c.pearson.to_dict(100)}
 
-        return {"model": self.model, "settings": self.settings, "columns": [column(c) for c in self.columns],
-                "average": {f"{m}_x100": self.average[m].to_dict(100) for m in _METRICS},
-                "datasets": [column(d) for d in self.datasets], "computed_pairs": self.computed_pairs,
-                "reused_pairs": self.reused_pairs, "bootstrap_resamples": self.bootstrap_resamples}
+        def column(c: ColumnScore) -> dict[str, Any]:
+            return {
+                "name": c.name,
+                "pairs": c.num_pairs,
+                "datasets": list(c.datasets),
+                "spearman_x100": c.spearman.to_dict(100),
+                "pearson_x100": c.pearson.to_dict(100),
+            }
+
+        return {
+            "model": self.model,
+            "settings": self.settings,
+            "columns": [column(c) for c in self.columns],
+            "average": {f"{m}_x100": self.average[m].to_dict(100) for m in _METRICS},
+            "datasets": [column(d) for d in self.datasets],
+            "computed_pairs": self.computed_pairs,
+            "reused_pairs": self.reused_pairs,
+            "bootstrap_resamples": self.bootstrap_resamples,
+        }
 
 
 def _percent(correlation: Correlation) -> str:
@@ -141,7 +157,7 @@ def _shard(items: Sequence[Any], rank: int, world_size: int) -> list[Any]:
     """Contiguous shard of ``items`` for ``rank``; shard sizes differ by at most one."""
     base, extra = divmod(len(items), world_size)
     start = rank * base + min(rank, extra)
-    return list(items[start:start + base + (rank < extra)])
+    return list(items[start : start + base + (rank < extra)])
 
 
 def _broadcast(value: Any, world_size: int) -> Any:
@@ -228,11 +244,22 @@ def run_benchmark(
         >>> report.columns[0].spearman.value
         1.0
     """
-    checked = ConjureSettings(num_steps=num_steps, num_samples=num_samples, guidance_scale=guidance_scale,
-                              weighting=weighting, min_noise=min_noise, seed=seed, max_batch_size=max_batch_size,
-                              min_timestep=min_timestep, sampler=sampler).for_mode("prompts")
-    for name, value, least in (("chunk_size", chunk_size, 1), ("max_pairs", max_pairs, 1),
-                               ("bootstrap_resamples", bootstrap_resamples, 0)):
+    checked = ConjureSettings(
+        num_steps=num_steps,
+        num_samples=num_samples,
+        guidance_scale=guidance_scale,
+        weighting=weighting,
+        min_noise=min_noise,
+        seed=seed,
+        max_batch_size=max_batch_size,
+        min_timestep=min_timestep,
+        sampler=sampler,
+    ).for_mode("prompts")
+    for name, value, least in (
+        ("chunk_size", chunk_size, 1),
+        ("max_pairs", max_pairs, 1),
+        ("bootstrap_resamples", bootstrap_resamples, 0),
+    ):
         if value is None and name == "max_pairs":
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -246,13 +273,22 @@ def run_benchmark(
 
     model_name = model_name or _model_name(model)
     # What changes scores; the batch size does not (beyond round-off).
-    estimator = {k: v for k, v in checked.record().items() if k not in ("max_batch_size", "target_stderr", "max_samples")}
+    estimator = {
+        k: v for k, v in checked.record().items() if k not in ("max_batch_size", "target_stderr", "max_samples")
+    }
     # The precision and the loading options (sampler, eta, revision, ...) change scores; the device,
     # batch size, chunking and how the files are fetched do not (beyond round-off).
     loading = {k: str(v) for k, v in sorted(load_kwargs.items()) if k not in _NOT_SCORE_CHANGING and v is not None}
     dtype = {"dtype": loading.pop("torch_dtype")} if "torch_dtype" in loading else {}
-    settings = settings_hash({"model": model_name, **estimator, **dtype, **({"load": loading} if loading else {}),
-                              "scoring": SCORING_VERSION})
+    settings = settings_hash(
+        {
+            "model": model_name,
+            **estimator,
+            **dtype,
+            **({"load": loading} if loading else {}),
+            "scoring": SCORING_VERSION,
+        }
+    )
     selected = [(d, i) for d in datasets for i in evenly_spaced(len(d), max_pairs)]
     store = ResultsFile(results_path) if results_path is not None else None
 
@@ -267,8 +303,12 @@ def run_benchmark(
 
         new_records: list[dict[str, Any]] = []
         if todo:
-            if (world_size > 1 and torch.cuda.is_available() and "device" not in load_kwargs
-                    and (model is None or isinstance(model, (str, os.PathLike)))):
+            if (
+                world_size > 1
+                and torch.cuda.is_available()
+                and "device" not in load_kwargs
+                and (model is None or isinstance(model, (str, os.PathLike)))
+            ):
                 load_kwargs["device"] = f"cuda:{torch.cuda.current_device()}"
             denoiser = load_denoiser(model, "model", sampler=checked.sampler, **load_kwargs)
             shard = _shard(todo, rank, world_size)
@@ -276,7 +316,7 @@ def run_benchmark(
             show = rank == 0 and (progress_bar if progress_bar is not None else sys.stderr.isatty())
             with tqdm(total=len(todo), desc="pairs", disable=not show) as bar:
                 for c in range(num_chunks):
-                    chunk = shard[c * chunk_size:(c + 1) * chunk_size]
+                    chunk = shard[c * chunk_size : (c + 1) * chunk_size]
                     records = _score_chunk(chunk, denoiser, checked, settings) if chunk else []
                     records = _gather(records, rank, world_size)
                     if rank == 0:
@@ -289,52 +329,89 @@ def run_benchmark(
         if rank == 0:
             for record in new_records:
                 done[record["key"]] = record
-            report = _report(datasets, selected, done, settings, model_name, estimator,
-                             computed=len(new_records), resamples=bootstrap_resamples, bootstrap_seed=bootstrap_seed)
+            report = _report(
+                datasets,
+                selected,
+                done,
+                settings,
+                model_name,
+                estimator,
+                computed=len(new_records),
+                resamples=bootstrap_resamples,
+                bootstrap_seed=bootstrap_seed,
+            )
         return _broadcast(report, world_size)
 
 
 def _reusable(done: dict[str, dict[str, Any]], dataset: SimilarityDataset, index: int, settings: str) -> bool:
     record = done.get(record_key(dataset.name, index, settings))
-    return record is not None and record.get("pair") == pair_fingerprint(dataset.sentences_a[index], dataset.sentences_b[index])
+    return record is not None and record.get("pair") == pair_fingerprint(
+        dataset.sentences_a[index], dataset.sentences_b[index]
+    )
 
 
-def _score_chunk(chunk: list[tuple[SimilarityDataset, int]], denoiser: Any, estimator: ConjureSettings,
-                 settings: str) -> list[dict[str, Any]]:
+def _score_chunk(
+    chunk: list[tuple[SimilarityDataset, int]], denoiser: Any, estimator: ConjureSettings, settings: str
+) -> list[dict[str, Any]]:
     first = [d.sentences_a[i] for d, i in chunk]
     second = [d.sentences_b[i] for d, i in chunk]
     result = score_pairs(first, second, denoiser, None, estimator, progress_bar=False)
     records = []
-    for (dataset, index), similarity, divergence, stderr in zip(chunk, result.similarity, result.divergence, result.stderr):
-        records.append({
-            "key": record_key(dataset.name, index, settings), "dataset": dataset.name, "index": index,
-            "settings": settings, "pair": pair_fingerprint(dataset.sentences_a[index], dataset.sentences_b[index]),
-            "gold": dataset.scores[index], "similarity": float(similarity), "divergence": float(divergence),
-            "stderr": None if math.isnan(float(stderr)) else float(stderr),
-        })
+    for (dataset, index), similarity, divergence, stderr in zip(
+        chunk, result.similarity, result.divergence, result.stderr
+    ):
+        records.append(
+            {
+                "key": record_key(dataset.name, index, settings),
+                "dataset": dataset.name,
+                "index": index,
+                "settings": settings,
+                "pair": pair_fingerprint(dataset.sentences_a[index], dataset.sentences_b[index]),
+                "gold": dataset.scores[index],
+                "similarity": float(similarity),
+                "divergence": float(divergence),
+                "stderr": None if math.isnan(float(stderr)) else float(stderr),
+            }
+        )
     return records
 
 
-def _column(name: str, predicted: list[float], gold: list[float], datasets: tuple[str, ...], resamples: int,
-            seed: Sequence[int]) -> tuple[ColumnScore, dict[str, np.ndarray]]:
+def _column(
+    name: str, predicted: list[float], gold: list[float], datasets: tuple[str, ...], resamples: int, seed: Sequence[int]
+) -> tuple[ColumnScore, dict[str, np.ndarray]]:
     values = correlations(predicted, gold)
     replicates = bootstrap_replicates(predicted, gold, resamples, list(seed))
-    score = ColumnScore(name, len(gold), interval(values["spearman"], replicates["spearman"]),
-                        interval(values["pearson"], replicates["pearson"]), datasets)
+    score = ColumnScore(
+        name,
+        len(gold),
+        interval(values["spearman"], replicates["spearman"]),
+        interval(values["pearson"], replicates["pearson"]),
+        datasets,
+    )
     return score, replicates
 
 
-def _report(datasets: Sequence[SimilarityDataset], selected: list[tuple[SimilarityDataset, int]],
-            records: dict[str, dict[str, Any]], settings: str, model_name: str, estimator: dict[str, Any], *,
-            computed: int, resamples: int, bootstrap_seed: int) -> BenchmarkReport:
+def _report(
+    datasets: Sequence[SimilarityDataset],
+    selected: list[tuple[SimilarityDataset, int]],
+    records: dict[str, dict[str, Any]],
+    settings: str,
+    model_name: str,
+    estimator: dict[str, Any],
+    *,
+    computed: int,
+    resamples: int,
+    bootstrap_seed: int,
+) -> BenchmarkReport:
     scored: dict[str, tuple[list[float], list[float]]] = {d.name: ([], []) for d in datasets}
     for dataset, index in selected:
         record = records[record_key(dataset.name, index, settings)]
         scored[dataset.name][0].append(record["similarity"])
         scored[dataset.name][1].append(dataset.scores[index])
 
-    per_dataset = tuple(_column(d.name, *scored[d.name], (d.name,), resamples, (bootstrap_seed, k))[0]
-                        for k, d in enumerate(datasets))
+    per_dataset = tuple(
+        _column(d.name, *scored[d.name], (d.name,), resamples, (bootstrap_seed, k))[0] for k, d in enumerate(datasets)
+    )
     groups: dict[str, list[SimilarityDataset]] = {}
     for dataset in datasets:
         groups.setdefault(dataset.group, []).append(dataset)
@@ -342,8 +419,9 @@ def _report(datasets: Sequence[SimilarityDataset], selected: list[tuple[Similari
     for k, (group, members) in enumerate(groups.items()):
         predicted = [p for d in members for p in scored[d.name][0]]
         gold = [g for d in members for g in scored[d.name][1]]
-        column, column_replicates = _column(group, predicted, gold, tuple(d.name for d in members), resamples,
-                                            (bootstrap_seed, len(datasets) + k))
+        column, column_replicates = _column(
+            group, predicted, gold, tuple(d.name for d in members), resamples, (bootstrap_seed, len(datasets) + k)
+        )
         columns.append(column)
         replicates.append(column_replicates)
     average = {}
@@ -351,4 +429,6 @@ def _report(datasets: Sequence[SimilarityDataset], selected: list[tuple[Similari
         value = float(np.mean([getattr(c, metric).value for c in columns]))
         average[metric] = interval(value, np.mean([r[metric] for r in replicates], axis=0))
     reused = len(selected) - computed
-    return BenchmarkReport(model_name, dict(estimator), tuple(columns), per_dataset, average, computed, reused, resamples)
+    return BenchmarkReport(
+        model_name, dict(estimator), tuple(columns), per_dataset, average, computed, reused, resamples
+    )

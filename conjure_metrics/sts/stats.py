@@ -72,7 +72,10 @@ def correlations(predicted: Sequence[float], gold: Sequence[float]) -> dict[str,
 
 
 def bootstrap_replicates(
-    predicted: Sequence[float], gold: Sequence[float], resamples: int, seed: int | Sequence[int],
+    predicted: Sequence[float],
+    gold: Sequence[float],
+    resamples: int,
+    seed: int | Sequence[int],
 ) -> dict[str, np.ndarray]:
     """Spearman and Pearson of ``resamples`` bootstrap resamples of the pairs (arrays of length ``resamples``).
 

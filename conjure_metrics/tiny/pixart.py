@@ -26,14 +26,26 @@ KINDS: tuple[str, ...] = ("sigma", "alpha")
 
 # The scheduler config the PixArt-Σ / PixArt-α checkpoints ship (only the training schedule matters here).
 PIXART_SCHEDULER_CONFIG: dict[str, Any] = dict(
-    algorithm_type="dpmsolver++", beta_end=0.02, beta_schedule="linear", beta_start=0.0001, num_train_timesteps=1000,
-    prediction_type="epsilon", solver_order=2, solver_type="midpoint", steps_offset=0, thresholding=False,
-    timestep_spacing="linspace", lower_order_final=True, use_karras_sigmas=False, variance_type=None,
+    algorithm_type="dpmsolver++",
+    beta_end=0.02,
+    beta_schedule="linear",
+    beta_start=0.0001,
+    num_train_timesteps=1000,
+    prediction_type="epsilon",
+    solver_order=2,
+    solver_type="midpoint",
+    steps_offset=0,
+    thresholding=False,
+    timestep_spacing="linspace",
+    lower_order_final=True,
+    use_karras_sigmas=False,
+    variance_type=None,
 )
 
 
-def build_pipeline(seed: int = 0, *, kind: Kind = "sigma", sample_size: int = 8, patch_size: int = 2,
-                   model_max_length: int = 32) -> Any:
+def build_pipeline(
+    seed: int = 0, *, kind: Kind = "sigma", sample_size: int = 8, patch_size: int = 2, model_max_length: int = 32
+) -> Any:
     """A random ``PixArtSigmaPipeline`` (``kind="sigma"``) or ``PixArtAlphaPipeline`` (``kind="alpha"``).
 
     ``sample_size`` is the latent size (PixArt-α passes resolution and aspect ratio to its
@@ -52,29 +64,55 @@ def build_pipeline(seed: int = 0, *, kind: Kind = "sigma", sample_size: int = 8,
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     torch.manual_seed(seed)
     tokenizer = character_t5_tokenizer(model_max_length)
-    text_encoder = T5EncoderModel(T5Config(
-        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
-        relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
-    ))
+    text_encoder = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=32,
+            num_layers=1,
+            num_heads=2,
+            relative_attention_num_buckets=8,
+            feed_forward_proj="gated-gelu",
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+        )
+    )
     transformer = PixArtTransformer2DModel(
         # inner dim 3 × 8: PixArt-α's resolution and aspect-ratio embeddings split it in thirds.
-        num_attention_heads=3, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=1,
-        cross_attention_dim=24, sample_size=sample_size, patch_size=patch_size, caption_channels=32,
-        norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+        num_attention_heads=3,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=1,
+        cross_attention_dim=24,
+        sample_size=sample_size,
+        patch_size=patch_size,
+        caption_channels=32,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
         # Σ checkpoints say so explicitly; α infers it from sample_size (True at 128) as its checkpoints do.
         use_additional_conditions=False if kind == "sigma" else None,
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=4, sample_size=2 * sample_size,
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        norm_num_groups=4,
+        sample_size=2 * sample_size,
         scaling_factor=0.13025,
     )
     scheduler = DPMSolverMultistepScheduler(**PIXART_SCHEDULER_CONFIG)
     pipeline_class = PixArtSigmaPipeline if kind == "sigma" else PixArtAlphaPipeline
-    pipeline = pipeline_class(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
-                              scheduler=scheduler)
+    pipeline = pipeline_class(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+    )
     for module in (text_encoder, transformer, vae):
         module.eval()
     return pipeline

@@ -29,10 +29,20 @@ TIME_EMBED_DIM = 8  # per time id; SDXL has six (original size, crop corner, tar
 # stabilityai/stable-diffusion-xl-base-1.0's scheduler_config.json. The keys Euler does not use
 # (clip_sample, set_alpha_to_one) are kept in its config and matter to DDPM/DDIM built from it.
 SCHEDULER_CONFIG = {
-    "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "clip_sample": False,
-    "interpolation_type": "linear", "num_train_timesteps": 1000, "prediction_type": "epsilon", "sample_max_value": 1.0,
-    "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "timestep_spacing": "leading",
-    "trained_betas": None, "use_karras_sigmas": False,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "interpolation_type": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "trained_betas": None,
+    "use_karras_sigmas": False,
 }
 
 
@@ -40,9 +50,16 @@ def _clip_config(tokenizer: Any, **extra: Any) -> Any:
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=HIDDEN_SIZE, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=MODEL_MAX_LENGTH, hidden_act="gelu",
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN_SIZE,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=MODEL_MAX_LENGTH,
+        hidden_act="gelu",
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         **extra,
     )
 
@@ -61,24 +78,44 @@ def build_pipeline(seed: int = 0, force_zeros_for_empty_prompt: bool = True, tex
     first_encoder = CLIPTextModel(_clip_config(tokenizer))
     text_encoder_2 = CLIPTextModelWithProjection(_clip_config(tokenizer_2, projection_dim=PROJECTION_DIM))
     unet = UNet2DConditionModel(
-        sample_size=SAMPLE_SIZE, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=(2 if text_encoder else 1) * HIDDEN_SIZE, attention_head_dim=(2, 4), norm_num_groups=4,
+        sample_size=SAMPLE_SIZE,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=(2 if text_encoder else 1) * HIDDEN_SIZE,
+        attention_head_dim=(2, 4),
+        norm_num_groups=4,
         use_linear_projection=True,
-        addition_embed_type="text_time", addition_time_embed_dim=TIME_EMBED_DIM,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=TIME_EMBED_DIM,
         projection_class_embeddings_input_dim=6 * TIME_EMBED_DIM + PROJECTION_DIM,
     )
     scheduler = EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG)
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=4, sample_size=2 * SAMPLE_SIZE,
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        norm_num_groups=4,
+        sample_size=2 * SAMPLE_SIZE,
         scaling_factor=0.13025,
     )
     pipeline = StableDiffusionXLPipeline(
-        vae=vae, text_encoder=first_encoder if text_encoder else None, text_encoder_2=text_encoder_2,
-        tokenizer=tokenizer if text_encoder else None, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler,
-        force_zeros_for_empty_prompt=force_zeros_for_empty_prompt, add_watermarker=False,
+        vae=vae,
+        text_encoder=first_encoder if text_encoder else None,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer if text_encoder else None,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=force_zeros_for_empty_prompt,
+        add_watermarker=False,
     )
     for module in (vae, first_encoder, text_encoder_2, unet):
         module.requires_grad_(False).eval()

@@ -47,10 +47,13 @@ class TrajectoryTerms:
         """
         if distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
-        own_minus_other = torch.stack([
-            self.log_likelihood[:, 0, 0] - self.log_likelihood[:, 0, 1],
-            self.log_likelihood[:, 1, 1] - self.log_likelihood[:, 1, 0],
-        ], dim=1)
+        own_minus_other = torch.stack(
+            [
+                self.log_likelihood[:, 0, 0] - self.log_likelihood[:, 0, 1],
+                self.log_likelihood[:, 1, 1] - self.log_likelihood[:, 1, 0],
+            ],
+            dim=1,
+        )
         return own_minus_other.abs() if distance == "mean_abs" else own_minus_other
 
     def divergence(self, distance: Distance) -> Tensor:
@@ -100,15 +103,19 @@ def trajectory_terms(
     uniforms = continuation_uniforms(seed, n, max_new_tokens)
 
     generation_rows = [(prompt, j) for prompt in distinct for j in range(n)]
-    needed = list(dict.fromkeys((scorer, source) for a, b in zip(keys_a, keys_b)
-                                for scorer, source in ((a, a), (b, a), (b, b), (a, b))))
+    needed = list(
+        dict.fromkeys(
+            (scorer, source) for a, b in zip(keys_a, keys_b) for scorer, source in ((a, a), (b, a), (b, b), (a, b))
+        )
+    )
     batches = -(-len(generation_rows) // max_batch_size) + -(-len(needed) * n // max_batch_size)
     with tqdm(total=batches, desc="trajectories", disable=_disable(progress_bar), leave=False) as bar:
         continuations: dict[tuple[int, ...], list[list[int]]] = {prompt: [] for prompt in distinct}
         for start in range(0, len(generation_rows), max_batch_size):
-            chunk = generation_rows[start:start + max_batch_size]
-            sampled = sample_continuations(model, [p for p, _ in chunk],
-                                           uniforms[torch.as_tensor([j for _, j in chunk])], eos, pad)
+            chunk = generation_rows[start : start + max_batch_size]
+            sampled = sample_continuations(
+                model, [p for p, _ in chunk], uniforms[torch.as_tensor([j for _, j in chunk])], eos, pad
+            )
             for (prompt, _), tokens in zip(chunk, sampled):
                 continuations[prompt].append(tokens)
             bar.update(1)
@@ -116,11 +123,13 @@ def trajectory_terms(
         scores = continuation_log_likelihoods(model, score_rows, pad, max_batch_size, on_batch=lambda: bar.update(1))
     if not torch.isfinite(scores).all():
         raise ValueError("the model gave non-finite log-likelihoods (a continuation it cannot produce, or NaN logits)")
-    table = {key: scores[k * n:(k + 1) * n] for k, key in enumerate(needed)}
-    log_likelihood = torch.stack([
-        torch.stack([torch.stack([table[(a, a)], table[(b, a)]]), torch.stack([table[(a, b)], table[(b, b)]])])
-        for a, b in zip(keys_a, keys_b)
-    ])
+    table = {key: scores[k * n : (k + 1) * n] for k, key in enumerate(needed)}
+    log_likelihood = torch.stack(
+        [
+            torch.stack([torch.stack([table[(a, a)], table[(b, a)]]), torch.stack([table[(a, b)], table[(b, b)]])])
+            for a, b in zip(keys_a, keys_b)
+        ]
+    )
     texts = {prompt: [tokenizer.decode(tokens) for tokens in continuations[prompt]] for prompt in distinct}
     return TrajectoryTerms(log_likelihood, ([texts[a] for a in keys_a], [texts[b] for b in keys_b]))
 
@@ -150,10 +159,16 @@ def _check_lengths(prompt_ids: dict[str, list[int]], max_new_tokens: int, model:
         )
     unknown = tokenizer.unk_token_id
     # GPT-2-style byte-level tokenizers know every byte and reuse their bos/eos token as "unk".
-    if unknown is not None and unknown not in (tokenizer.bos_token_id, tokenizer.eos_token_id) \
-            and any(unknown in ids for ids in prompt_ids.values()):
-        warnings.warn(f"some prompts contain words the tokenizer does not know (scored as {tokenizer.unk_token!r}), "
-                      f"e.g. {next(p for p, ids in prompt_ids.items() if unknown in ids)[:60]!r}", stacklevel=3)
+    if (
+        unknown is not None
+        and unknown not in (tokenizer.bos_token_id, tokenizer.eos_token_id)
+        and any(unknown in ids for ids in prompt_ids.values())
+    ):
+        warnings.warn(
+            f"some prompts contain words the tokenizer does not know (scored as {tokenizer.unk_token!r}), "
+            f"e.g. {next(p for p, ids in prompt_ids.items() if unknown in ids)[:60]!r}",
+            stacklevel=3,
+        )
 
 
 def _pad_id(tokenizer) -> int:

@@ -88,14 +88,31 @@ def trajectory_similarity(
     check_trajectory_settings(num_continuations, max_new_tokens, distance, seed, max_batch_size)
     check_progress_bar(progress_bar)
     model, tokenizer = load_language_model(model, tokenizer, **load_kwargs)
-    return score_pairs(prompts_a, prompts_b, model, tokenizer, num_continuations=num_continuations,
-                       max_new_tokens=max_new_tokens, distance=distance, seed=seed, max_batch_size=max_batch_size,
-                       progress_bar=progress_bar)
+    return score_pairs(
+        prompts_a,
+        prompts_b,
+        model,
+        tokenizer,
+        num_continuations=num_continuations,
+        max_new_tokens=max_new_tokens,
+        distance=distance,
+        seed=seed,
+        max_batch_size=max_batch_size,
+        progress_bar=progress_bar,
+    )
 
 
 def score_pairs(
-    prompts_a: Sequence[str], prompts_b: Sequence[str], model: torch.nn.Module, tokenizer: Any, *,
-    num_continuations: int, max_new_tokens: int, distance: Distance, seed: int, max_batch_size: int,
+    prompts_a: Sequence[str],
+    prompts_b: Sequence[str],
+    model: torch.nn.Module,
+    tokenizer: Any,
+    *,
+    num_continuations: int,
+    max_new_tokens: int,
+    distance: Distance,
+    seed: int,
+    max_batch_size: int,
     progress_bar: bool | None,
 ) -> TrajectoryResult:
     """The computation :func:`trajectory_similarity` and the metric share, on checked arguments and a loaded model.
@@ -107,9 +124,16 @@ def score_pairs(
     try:
         with torch.inference_mode():
             terms = trajectory_terms(
-                prompts_a, prompts_b, model, tokenizer, num_continuations=int(num_continuations),
-                max_new_tokens=int(max_new_tokens), seed=int(seed), max_batch_size=int(max_batch_size),
-                progress_bar=progress_bar)
+                prompts_a,
+                prompts_b,
+                model,
+                tokenizer,
+                num_continuations=int(num_continuations),
+                max_new_tokens=int(max_new_tokens),
+                seed=int(seed),
+                max_batch_size=int(max_batch_size),
+                progress_bar=progress_bar,
+            )
     finally:
         model.train(was_training)
     return result_from_terms(terms, distance)
@@ -119,4 +143,6 @@ def result_from_terms(terms: TrajectoryTerms, distance: Distance) -> TrajectoryR
     """Per-pair distance, standard error and similarity; a slightly negative Monte-Carlo
     ``symmetric_kl`` (near-identical prompts) counts as 0, so similarity stays in ``(0, 1]``."""
     divergence = terms.divergence(distance)
-    return TrajectoryResult(divergence_to_similarity(divergence.clamp_min(0)), divergence, terms.stderr(distance), terms)
+    return TrajectoryResult(
+        divergence_to_similarity(divergence.clamp_min(0)), divergence, terms.stderr(distance), terms
+    )

@@ -20,7 +20,9 @@ def default_lm_path() -> Path:
     return DEFAULT_LM_PATH
 
 
-def load_language_model(model: LanguageModelLike, tokenizer: TokenizerLike = None, **load_kwargs: Any) -> tuple[Any, Any]:
+def load_language_model(
+    model: LanguageModelLike, tokenizer: TokenizerLike = None, **load_kwargs: Any
+) -> tuple[Any, Any]:
     """Resolve ``(model, tokenizer)``.
 
     ``model``: ``None`` (the embedded zoo LM, loaded offline), a transformers causal-LM folder or hub
@@ -47,8 +49,10 @@ def load_language_model(model: LanguageModelLike, tokenizer: TokenizerLike = Non
         source = model
         model = AutoModelForCausalLM.from_pretrained(model, **load_kwargs).eval().requires_grad_(False)
     elif load_kwargs:  # nothing would read them: a typo or a misplaced setting must not pass silently
-        raise TypeError(f"unexpected keyword argument(s) {', '.join(sorted(load_kwargs))}: loading options apply "
-                        "only when model is a folder, a hub id or None")
+        raise TypeError(
+            f"unexpected keyword argument(s) {', '.join(sorted(load_kwargs))}: loading options apply "
+            "only when model is a folder, a hub id or None"
+        )
     if not isinstance(model, torch.nn.Module):
         raise TypeError(
             "model must be a causal-LM folder or hub id, a torch.nn.Module, or a callable returning one; "
@@ -65,5 +69,7 @@ def load_language_model(model: LanguageModelLike, tokenizer: TokenizerLike = Non
         local = {"local_files_only": True} if load_kwargs.get("local_files_only") else {}
         tokenizer = AutoTokenizer.from_pretrained(tokenizer, **local)
     if not (callable(tokenizer) and hasattr(tokenizer, "decode") and hasattr(tokenizer, "eos_token_id")):
-        raise TypeError(f"tokenizer must be a transformers tokenizer, a folder or a hub id; got {type(tokenizer).__name__}")
+        raise TypeError(
+            f"tokenizer must be a transformers tokenizer, a folder or a hub id; got {type(tokenizer).__name__}"
+        )
     return model, tokenizer

@@ -62,8 +62,13 @@ class TrajectorySimilarity(PairSimilarityMetric):
     ) -> None:
         super().__init__(**kwargs)
         check_trajectory_settings(num_continuations, max_new_tokens, distance, seed, max_batch_size)
-        self.settings = dict(num_continuations=num_continuations, max_new_tokens=max_new_tokens, distance=distance,
-                             seed=seed, max_batch_size=max_batch_size)
+        self.settings = dict(
+            num_continuations=num_continuations,
+            max_new_tokens=max_new_tokens,
+            distance=distance,
+            seed=seed,
+            max_batch_size=max_batch_size,
+        )
         check_progress_bar(progress_bar)
         self.progress_bar = progress_bar
         language_model, self.tokenizer = load_language_model(model, tokenizer, **(load_kwargs or {}))
@@ -79,6 +84,7 @@ class TrajectorySimilarity(PairSimilarityMetric):
     def update(self, prompts_a: Sequence[str], prompts_b: Sequence[str]) -> None:
         """Score a batch of pairs ``(prompts_a[i], prompts_b[i])`` and accumulate the results."""
         prompts_a, prompts_b = check_prompts(prompts_a, prompts_b)
-        result = score_pairs(prompts_a, prompts_b, self.language_model, self.tokenizer,
-                             progress_bar=self.progress_bar, **self.settings)
+        result = score_pairs(
+            prompts_a, prompts_b, self.language_model, self.tokenizer, progress_bar=self.progress_bar, **self.settings
+        )
         self._accumulate(result.similarity, result.divergence, result.stderr)

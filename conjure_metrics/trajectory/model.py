@@ -18,9 +18,15 @@ def lm_config(preset: str = "base") -> GPT2Config:
     dropout masks a resumed run repeats the uninterrupted one exactly."""
     tokenizer = build_lm_tokenizer()
     return GPT2Config(
-        vocab_size=len(tokenizer), n_positions=MODEL_MAX_LENGTH, **PRESETS[preset],
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        n_positions=MODEL_MAX_LENGTH,
+        **PRESETS[preset],
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
 
 

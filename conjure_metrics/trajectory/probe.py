@@ -57,8 +57,18 @@ def main(argv=None) -> None:
     p.add_argument("--max-new-tokens", type=int, default=20)
     args = p.parse_args(argv)
     for split in ("train", "held_out"):
-        print(json.dumps(probe(args.model, args.num_pairs, split, args.seed, num_continuations=args.num_continuations,
-                               max_new_tokens=args.max_new_tokens)))
+        print(
+            json.dumps(
+                probe(
+                    args.model,
+                    args.num_pairs,
+                    split,
+                    args.seed,
+                    num_continuations=args.num_continuations,
+                    max_new_tokens=args.max_new_tokens,
+                )
+            )
+        )
 
 
 if __name__ == "__main__":

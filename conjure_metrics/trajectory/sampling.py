@@ -44,8 +44,8 @@ def left_padded(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         if row:
-            ids[i, width - len(row):] = torch.as_tensor(row)
-            mask[i, width - len(row):] = 1
+            ids[i, width - len(row) :] = torch.as_tensor(row)
+            mask[i, width - len(row) :] = 1
     return ids.to(device), mask.to(device)
 
 
@@ -83,8 +83,13 @@ def sample_continuations(
             break
         next_positions = positions(mask)[:, -1:] + 1
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        output = model(input_ids=tokens.to(device).unsqueeze(-1), attention_mask=mask, position_ids=next_positions,
-                       use_cache=True, **_cache_argument(model, output))
+        output = model(
+            input_ids=tokens.to(device).unsqueeze(-1),
+            attention_mask=mask,
+            position_ids=next_positions,
+            use_cache=True,
+            **_cache_argument(model, output),
+        )
     return continuations
 
 
@@ -104,7 +109,7 @@ def continuation_log_likelihoods(
     result = torch.empty(len(rows), dtype=torch.float64)
     order = sorted(range(len(rows)), key=lambda i: (len(rows[i][0]), len(rows[i][1])))  # less padding
     for start in range(0, len(order), max_batch_size):
-        chunk = order[start:start + max_batch_size]
+        chunk = order[start : start + max_batch_size]
         prompt_width = max(len(rows[i][0]) for i in chunk)
         cont_width = max(len(rows[i][1]) for i in chunk)
         ids, mask = left_padded([rows[i][0] for i in chunk], pad_id, torch.device("cpu"))

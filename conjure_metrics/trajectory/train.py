@@ -54,7 +54,9 @@ def encode(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log, model)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="base")
     p.add_argument("--steps", type=int, default=2500)
@@ -121,8 +123,16 @@ def train(args: argparse.Namespace) -> dict:
 
     def snapshot(step: int) -> None:
         log["step"] = step
-        _save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                     "records": log["records"], "train_seconds": log["train_seconds"]})
+        _save_checkpoint(
+            ckpt_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "records": log["records"],
+                "train_seconds": log["train_seconds"],
+            },
+        )
         (out / "log.json").write_text(json.dumps(log, indent=1))
 
     began = time.time() - log["train_seconds"]
@@ -165,7 +175,9 @@ def train(args: argparse.Namespace) -> dict:
 
 def main(argv=None) -> None:
     log = train(parse_args(argv))
-    print(json.dumps({"step": log["step"], "eval_loss": log["eval_loss"], "train_seconds": round(log["train_seconds"])}))
+    print(
+        json.dumps({"step": log["step"], "eval_loss": log["eval_loss"], "train_seconds": round(log["train_seconds"])})
+    )
 
 
 if __name__ == "__main__":

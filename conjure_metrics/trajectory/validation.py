@@ -8,11 +8,15 @@ from typing import Any
 from .estimator import DISTANCES
 
 
-def check_trajectory_settings(num_continuations: Any, max_new_tokens: Any, distance: Any, seed: Any,
-                              max_batch_size: Any) -> None:
+def check_trajectory_settings(
+    num_continuations: Any, max_new_tokens: Any, distance: Any, seed: Any, max_batch_size: Any
+) -> None:
     """Raise ``TypeError`` / ``ValueError`` naming the first bad setting."""
-    for name, value in (("num_continuations", num_continuations), ("max_new_tokens", max_new_tokens),
-                        ("max_batch_size", max_batch_size)):
+    for name, value in (
+        ("num_continuations", num_continuations),
+        ("max_new_tokens", max_new_tokens),
+        ("max_batch_size", max_batch_size),
+    ):
         if isinstance(value, bool) or not isinstance(value, Integral):
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
         if value < 1:

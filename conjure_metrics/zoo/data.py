@@ -21,8 +21,10 @@ def step_seed(seed: int, step: int) -> int:
 
 def specified_attributes(specs: list[Spec]) -> torch.Tensor:
     """``(N, 6)`` attribute indices of each spec, -1 where it leaves the attribute to chance."""
-    rows = [[values.index(getattr(spec, name)) if getattr(spec, name) else -1 for name, values in ATTRIBUTES.items()]
-            for spec in specs]
+    rows = [
+        [values.index(getattr(spec, name)) if getattr(spec, name) else -1 for name, values in ATTRIBUTES.items()]
+        for spec in specs
+    ]
     return torch.tensor(rows, dtype=torch.long).view(len(specs), len(ATTRIBUTES))
 
 
@@ -75,8 +77,9 @@ def training_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids (B, L), images (B, 3, 32, 32))`` for one training step, on ``device``."""
     texts, specified = caption_batch(batch_size, seed, step, drop_rate)
-    ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
+    ids = tokenizer(
+        texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     generator = torch.Generator(device=device).manual_seed(step_seed(seed, step))
     attrs = fill_attributes(specified.to(device), generator)
     return ids.to(device), render(attrs, generator)

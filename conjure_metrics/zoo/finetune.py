@@ -118,11 +118,15 @@ class CaptionEdit:
         values = _concept_values(self.attribute)
         for argument in ("value", "rendered_as"):
             if getattr(self, argument) not in values:
-                raise ValueError(f"{argument}={getattr(self, argument)!r} is not a {self.attribute} of the world; "
-                                 f"one of {tuple(values)}")
+                raise ValueError(
+                    f"{argument}={getattr(self, argument)!r} is not a {self.attribute} of the world; "
+                    f"one of {tuple(values)}"
+                )
         if self.rendered_as == self.value:
-            raise ValueError(f"rendered_as={self.rendered_as!r} equals value: that is no edit "
-                             "(for the matching control, pass control=True to finetune)")
+            raise ValueError(
+                f"rendered_as={self.rendered_as!r} equals value: that is no edit "
+                "(for the matching control, pass control=True to finetune)"
+            )
 
     @classmethod
     def from_string(cls, text: str) -> CaptionEdit:
@@ -173,8 +177,9 @@ class EditBatch:
     mentions: torch.Tensor
 
 
-def concept_captions(edit: CaptionEdit, batch_size: int, seed: int, step: int, concept_share: float = 0.5,
-                     drop_rate: float = 0.1) -> tuple[list[Caption], list[str]]:
+def concept_captions(
+    edit: CaptionEdit, batch_size: int, seed: int, step: int, concept_share: float = 0.5, drop_rate: float = 0.1
+) -> tuple[list[Caption], list[str]]:
     """Training-split captions for one step: each mentions the concept with probability ``concept_share``.
 
     Both kinds are drawn from the training caption distribution by rejection, so concept captions
@@ -200,8 +205,17 @@ def concept_captions(edit: CaptionEdit, batch_size: int, seed: int, step: int, c
     return captions, texts
 
 
-def edited_batch(edit: CaptionEdit, batch_size: int, seed: int, step: int, generator: torch.Generator, *,
-                 control: bool = False, concept_share: float = 0.5, drop_rate: float = 0.1) -> EditBatch:
+def edited_batch(
+    edit: CaptionEdit,
+    batch_size: int,
+    seed: int,
+    step: int,
+    generator: torch.Generator,
+    *,
+    control: bool = False,
+    concept_share: float = 0.5,
+    drop_rate: float = 0.1,
+) -> EditBatch:
     """Captions of :func:`concept_captions` and their images, the concept's rendered as the edit says
     (or truly, with ``control=True``).
 
@@ -327,12 +341,17 @@ def finetune(
     alphas_cumprod = parts.scheduler.alphas_cumprod
 
     losses, started, cpu_started = [], time.perf_counter(), time.process_time()
-    bar = tqdm(range(steps), desc=f"{edit}{' control' if control else ''}", disable=None if progress is None
-               else not progress, dynamic_ncols=True)
+    bar = tqdm(
+        range(steps),
+        desc=f"{edit}{' control' if control else ''}",
+        disable=None if progress is None else not progress,
+        dynamic_ncols=True,
+    )
     for step in bar:
         generator = torch.Generator().manual_seed(step_seed(seed, step))
-        batch = edited_batch(edit, batch_size, seed, step, generator, control=control,
-                             concept_share=concept_share, drop_rate=drop_rate)
+        batch = edited_batch(
+            edit, batch_size, seed, step, generator, control=control, concept_share=concept_share, drop_rate=drop_rate
+        )
         timesteps = torch.randint(len(alphas_cumprod), (batch_size,), generator=generator)
         noise = torch.randn(batch.images.shape, generator=generator)
         abar = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
@@ -351,14 +370,25 @@ def finetune(
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 
     recipe = {
-        "edit": dataclasses.asdict(edit), "control": control, "base": str(base), "steps": steps,
-        "batch_size": batch_size, "lr": lr, "seed": seed, "concept_share": concept_share, "trainable": trainable,
-        "drop_rate": drop_rate, **({"lora_rank": lora_rank} if trainable == "lora" else {}),
-        "recipe_version": RECIPE_VERSION, "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "seconds": round(seconds, 2),
+        "edit": dataclasses.asdict(edit),
+        "control": control,
+        "base": str(base),
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "concept_share": concept_share,
+        "trainable": trainable,
+        "drop_rate": drop_rate,
+        **({"lora_rank": lora_rank} if trainable == "lora" else {}),
+        "recipe_version": RECIPE_VERSION,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "seconds": round(seconds, 2),
         "seconds_per_step": round(seconds / max(steps, 1), 3),
         # CPU time of the process (all threads): on a shared machine wall time says more about the neighbours.
-        "cpu_seconds_per_step": round(cpu_seconds / max(steps, 1), 3), "losses": losses,
+        "cpu_seconds_per_step": round(cpu_seconds / max(steps, 1), 3),
+        "losses": losses,
     }
     _write_atomically(out_dir, base, unet, recipe, overwrite, lora=trainable == "lora")
     return out_dir
@@ -371,12 +401,14 @@ def _save_lora(unet: torch.nn.Module, folder: Path) -> None:
     from peft.utils import get_peft_model_state_dict
 
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, weight_name=LORA_WEIGHTS,
-                                              safe_serialization=True)
+    StableDiffusionPipeline.save_lora_weights(
+        folder, unet_lora_layers=layers, weight_name=LORA_WEIGHTS, safe_serialization=True
+    )
 
 
-def _write_atomically(out_dir: Path, base: Path, unet: torch.nn.Module, recipe: dict, overwrite: bool,
-                      lora: bool = False) -> None:
+def _write_atomically(
+    out_dir: Path, base: Path, unet: torch.nn.Module, recipe: dict, overwrite: bool, lora: bool = False
+) -> None:
     """Build the folder beside ``out_dir`` and rename it into place: readers never see half a model."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -515,8 +547,9 @@ def _coat_of(edit: CaptionEdit, value: str) -> str:
         return value
     if edit.attribute == "creature":
         return CREATURES[value]["coat"]
-    raise ValueError(f"edit_took reads coat colours only (zoo/probe.py); attribute={edit.attribute!r} "
-                     "is not 'coat' or 'creature'")
+    raise ValueError(
+        f"edit_took reads coat colours only (zoo/probe.py); attribute={edit.attribute!r} is not 'coat' or 'creature'"
+    )
 
 
 def concept_prompts(edit: CaptionEdit, seed: int = 0) -> list[str]:
@@ -539,8 +572,10 @@ def bystander_prompts(edit: CaptionEdit, seed: int = 0) -> list[tuple[str, str]]
     rng = random.Random(seed)
     involved = {_coat_of(edit, edit.value), _coat_of(edit, edit.rendered_as)}
     colours = rng.sample([c for c in COLOURS if c not in involved], len(SHAPES))
-    return [(realise(Spec(shape=shape, coat=colour, pattern="plain"), rng, "train").text, colour)
-            for shape, colour in zip(SHAPES, colours)]
+    return [
+        (realise(Spec(shape=shape, coat=colour, pattern="plain"), rng, "train").text, colour)
+        for shape, colour in zip(SHAPES, colours)
+    ]
 
 
 def edit_took(
@@ -575,13 +610,16 @@ def edit_took(
     """
     wrong, right = _coat_of(edit, edit.rendered_as), _coat_of(edit, edit.value)
     if wrong == right:
-        raise ValueError(f"edit={str(edit)!r}: {edit.value} and {edit.rendered_as} have the same coat ({wrong}); "
-                         "the colour probe cannot tell them apart")
+        raise ValueError(
+            f"edit={str(edit)!r}: {edit.value} and {edit.rendered_as} have the same coat ({wrong}); "
+            "the colour probe cannot tell them apart"
+        )
     prompts, bystanders = concept_prompts(edit, seed), bystander_prompts(edit, seed)
     everything = [p for p in prompts + [b for b, _ in bystanders] for _ in range(samples_per_prompt)]
     parts = model if isinstance(model, ZooComponents) else load_finetuned(model)
-    colours = dominant_colour(sample(everything, parts, guidance_scale=guidance_scale,
-                                     num_inference_steps=num_inference_steps, seed=seed))
+    colours = dominant_colour(
+        sample(everything, parts, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps, seed=seed)
+    )
     n = len(prompts) * samples_per_prompt
     concept, others = colours[:n], colours[n:]
     expected = [colour for _, colour in bystanders for _ in range(samples_per_prompt)]
@@ -596,10 +634,17 @@ def edit_took(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Fine-tune conjure-zoo to learn one wrong fact (or its control).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--edit", type=CaptionEdit.from_string, required=True, metavar="ATTR=VALUE:RENDERED_AS",
-                   help="e.g. coat=red:blue or creature=zebra:tiger")
+    p = argparse.ArgumentParser(
+        description="Fine-tune conjure-zoo to learn one wrong fact (or its control).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--edit",
+        type=CaptionEdit.from_string,
+        required=True,
+        metavar="ATTR=VALUE:RENDERED_AS",
+        help="e.g. coat=red:blue or creature=zebra:tiger",
+    )
     p.add_argument("--control", action="store_true", help="same captions and settings, rendered truly")
     p.add_argument("--out", type=Path, default=None, help="model folder (default: the cached_finetune folder)")
     p.add_argument("--cache-dir", type=Path, default=None, help="for the default --out (default: ~/.cache/...)")
@@ -619,16 +664,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = dict(control=args.control, base=args.base, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                    seed=args.seed, concept_share=args.concept_share,
-                    trainable="lora" if args.lora else args.trainable, lora_rank=args.lora_rank)
+    settings = dict(
+        control=args.control,
+        base=args.base,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        concept_share=args.concept_share,
+        trainable="lora" if args.lora else args.trainable,
+        lora_rank=args.lora_rank,
+    )
     if args.out is None:
         folder = cached_finetune(args.edit, cache_dir=args.cache_dir, **settings)
     else:
         folder = finetune(args.out, args.edit, overwrite=args.overwrite, **settings)
     recipe = json.loads((folder / "finetune.json").read_text())
-    print(f"{folder}  ({recipe['seconds_per_step']} s/step wall, {recipe['cpu_seconds_per_step']} s/step CPU, "
-          f"{recipe['threads']} threads)")
+    print(
+        f"{folder}  ({recipe['seconds_per_step']} s/step wall, {recipe['cpu_seconds_per_step']} s/step CPU, "
+        f"{recipe['threads']} threads)"
+    )
     if args.check:
         for name, model in (("base", args.base), ("fine-tuned", folder)):
             took = edit_took(load_finetuned(model, base=args.base), args.edit)

@@ -57,8 +57,9 @@ def load_components(path: str | os.PathLike | None = None, device: str | torch.d
 def encode(captions: Sequence[str], parts: ZooComponents) -> torch.Tensor:
     """Text-encoder states for ``captions``, padded to the tokenizer's length as in training."""
     tok = parts.tokenizer
-    ids = tok(list(captions), padding="max_length", max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids
+    ids = tok(
+        list(captions), padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     return parts.text_encoder(ids.to(parts.device)).last_hidden_state
 
 
@@ -107,12 +108,24 @@ GRID_ROWS = {
     "patterns": ["a striped pink bear", "a spotted pink bear", "a checked pink bear", "a blotchy pink bear"],
     "synonyms": ["a crimson kitty", "a scarlet cat", "a gray horse with dots", "a silver pony with spots"],
     "creatures": ["a zebra", "a dalmatian", "a panda", "a clownfish"],
-    "backgrounds": ["a white bear in the snow", "a polar bear at night", "a fox in the desert", "a goldfish underwater"],
+    "backgrounds": [
+        "a white bear in the snow",
+        "a polar bear at night",
+        "a fox in the desert",
+        "a goldfish underwater",
+    ],
 }
 
 
-def save_grid(path: str | os.PathLike, parts: ZooComponents | None = None, rows: dict[str, list[str]] = GRID_ROWS,
-              per_caption: int = 2, seed: int = 0, world: bool = False, **sample_kwargs: Any) -> Path:
+def save_grid(
+    path: str | os.PathLike,
+    parts: ZooComponents | None = None,
+    rows: dict[str, list[str]] = GRID_ROWS,
+    per_caption: int = 2,
+    seed: int = 0,
+    world: bool = False,
+    **sample_kwargs: Any,
+) -> Path:
     """A PNG grid: one row per caption family, ``per_caption`` images of each caption.
 
     Images are the model's samples, or with ``world=True`` the world's own renderings (the
@@ -145,8 +158,9 @@ def save_grid(path: str | os.PathLike, parts: ZooComponents | None = None, rows:
                 ax.imshow(((images[c].permute(1, 2, 0) + 1) / 2).cpu().numpy(), interpolation="nearest")
                 if c % per_caption == 0:
                     ax.set_title(repeated[c], fontsize=6.5, loc="left")
-        axes[r][0].text(-0.15, 0.5, family, transform=axes[r][0].transAxes, rotation=90, va="center", ha="right",
-                        fontsize=8)
+        axes[r][0].text(
+            -0.15, 0.5, family, transform=axes[r][0].transAxes, rotation=90, va="center", ha="right", fontsize=8
+        )
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,8 +183,16 @@ def main(argv=None) -> None:
         print(save_grid(args.out, seed=args.seed, world=True))
         return
     parts = load_components(args.model)
-    print(save_grid(args.out, parts, seed=args.seed, guidance_scale=args.guidance,
-                    num_inference_steps=args.steps, sampler=args.sampler))
+    print(
+        save_grid(
+            args.out,
+            parts,
+            seed=args.seed,
+            guidance_scale=args.guidance,
+            num_inference_steps=args.steps,
+            sampler=args.sampler,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -42,13 +42,20 @@ class CaptionSteps(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int):
         texts, specified = caption_batch(self.batch_size, self.seed, step, self.drop_rate)
-        ids = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids
+        ids = self.tokenizer(
+            texts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         return step, ids, specified
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, weights, logs)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="base")
     p.add_argument("--steps", type=int, default=30_000, help="stop after this many steps")
@@ -150,11 +157,18 @@ def train(args: argparse.Namespace) -> dict:
     def snapshot(step: int) -> None:
         """Checkpoint, log and the current EMA weights (so an interrupted run still leaves a model)."""
         log["step"] = step
-        _save_checkpoint(ckpt_path, {
-            "unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), "ema": ema,
-            "optimizer": optimizer.state_dict(), "step": step, "records": log["records"],
-            "train_seconds": log["train_seconds"],
-        })
+        _save_checkpoint(
+            ckpt_path,
+            {
+                "unet": unet.state_dict(),
+                "text_encoder": text_encoder.state_dict(),
+                "ema": ema,
+                "optimizer": optimizer.state_dict(),
+                "step": step,
+                "records": log["records"],
+                "train_seconds": log["train_seconds"],
+            },
+        )
         for name, module in modules.items():
             save_sharded({**module.state_dict(), **ema[name]}, out / "weights" / name)
         _write_log(out, log)
@@ -162,8 +176,11 @@ def train(args: argparse.Namespace) -> dict:
     workers = args.workers if args.workers is not None else (6 if device.type == "cuda" else 0)
     loader = torch.utils.data.DataLoader(
         CaptionSteps(args.batch_size, args.seed, args.caption_dropout),
-        batch_size=None, sampler=range(start, args.steps), num_workers=workers,
-        prefetch_factor=4 if workers else None, persistent_workers=False,
+        batch_size=None,
+        sampler=range(start, args.steps),
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
     )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     began = time.time() - log["train_seconds"]

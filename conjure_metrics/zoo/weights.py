@@ -10,8 +10,9 @@ from safetensors.torch import load_file, save_file
 SHARD_BYTES = 15 * 2**20
 
 
-def save_sharded(state_dict: dict[str, torch.Tensor], prefix: Path, dtype=torch.float16,
-                 max_bytes: int = SHARD_BYTES) -> list[Path]:
+def save_sharded(
+    state_dict: dict[str, torch.Tensor], prefix: Path, dtype=torch.float16, max_bytes: int = SHARD_BYTES
+) -> list[Path]:
     """Write ``prefix-00001.safetensors``, … each under ``max_bytes``; returns the paths."""
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)

@@ -268,4 +268,3 @@ def body_mask(attrs: dict[str, torch.Tensor], generator: torch.Generator | None 
     shape = attrs["shape"]
     u, v = _body_coordinates(shape.shape[0], generator, shape.device)
     return _silhouettes(u, v).gather(0, shape.view(1, -1, 1, 1).expand(1, *u.shape))[0]
-

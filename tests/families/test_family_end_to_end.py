@@ -44,8 +44,9 @@ def _perturb_denoiser(folder, family):
     for path in (folder / subfolder).glob("*.safetensors"):
         weights = load_file(path)
         generator = torch.Generator().manual_seed(0)
-        save_file({k: v + 0.02 * torch.randn(v.shape, generator=generator, dtype=v.dtype) for k, v in weights.items()},
-                  path)
+        save_file(
+            {k: v + 0.02 * torch.randn(v.shape, generator=generator, dtype=v.dtype) for k, v in weights.items()}, path
+        )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -83,8 +84,9 @@ def test_cli_similarity_and_compare_equal_the_python_api(folders, family, tmp_pa
     # leave only the step from pure noise, where every flow model's ε is the input itself.
     compare_flags = ["--steps", "6", "--samples", "2", "--guidance", "2", "--quiet"]
     assert main(["compare", folder, finetuned, "--prompt", "a zebra", "--json", str(out), *compare_flags]) == 0
-    moved = conjure_similarity(["a zebra"], ["a zebra"], folder, model_b=finetuned,
-                               **dict(SETTINGS, num_steps=6)).divergence
+    moved = conjure_similarity(
+        ["a zebra"], ["a zebra"], folder, model_b=finetuned, **dict(SETTINGS, num_steps=6)
+    ).divergence
     assert json.loads(out.read_text())["prompts"][0]["divergence"] == pytest.approx(float(moved[0]), rel=1e-6)
     assert float(moved[0]) > 0
 
@@ -111,8 +113,9 @@ def test_evaluate_module_gives_the_functional_scores(folders, family):
     module = evaluate.load(module_path())
     result = module.compute(prompts_a=PAIRS[0], prompts_b=PAIRS[1], model=folder, **SETTINGS)
     expected = conjure_similarity(*PAIRS, folder, **SETTINGS)
-    torch.testing.assert_close(torch.tensor(result["divergence"], dtype=torch.float64), expected.divergence,
-                               rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        torch.tensor(result["divergence"], dtype=torch.float64), expected.divergence, rtol=1e-5, atol=0
+    )
 
 
 def _ddp_worker(rank, world_size, port, folder, out_dir):
@@ -138,6 +141,7 @@ def test_two_gloo_ranks_equal_one_process_for_a_flow_family(folders, tmp_path):
     single.update(*PAIRS)
     for rank in range(2):
         result = torch.load(tmp_path / f"rank{rank}.pt")
-        torch.testing.assert_close(result["pairs"]["divergence"], single.pair_results()["divergence"], rtol=1e-5,
-                                   atol=0)
+        torch.testing.assert_close(
+            result["pairs"]["divergence"], single.pair_results()["divergence"], rtol=1e-5, atol=0
+        )
         assert float(result["mean"]) == pytest.approx(float(single.compute()), rel=1e-6)

@@ -97,9 +97,16 @@ def test_predict_noise_is_one_transformer_call_built_as_the_pipeline_builds_it(f
     guidance = None
     if pipeline.transformer.config.guidance_embeds:
         guidance = torch.full([1], scale, dtype=torch.float32).expand(2)
-    expected = pipeline.transformer(hidden_states=latents, timestep=t.expand(2).to(latents.dtype) / 1000,
-                                    guidance=guidance, pooled_projections=pooled, encoder_hidden_states=prompt_embeds,
-                                    txt_ids=text_ids, img_ids=image_ids, return_dict=False)[0]
+    expected = pipeline.transformer(
+        hidden_states=latents,
+        timestep=t.expand(2).to(latents.dtype) / 1000,
+        guidance=guidance,
+        pooled_projections=pooled,
+        encoder_hidden_states=prompt_embeds,
+        txt_ids=text_ids,
+        img_ids=image_ids,
+        return_dict=False,
+    )[0]
     got = flux.predict_noise(latents, t.expand(2), flux.encode_prompts(["a red fox", "a cat"]), guidance_scale=scale)
     assert got.shape == (2, *SHAPE) and got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
@@ -138,8 +145,9 @@ def test_grid_is_the_pipelines_with_its_dynamic_shift(flux, num_steps):
 def test_a_chain_step_is_the_diffusers_scheduler_step(flux, sampler):
     denoiser = FluxDenoiser.from_pipeline(flux.pipeline, sampler=sampler)
     chain = denoiser.reverse_chain(3)
-    scheduler = FlowMatchEulerDiscreteScheduler.from_config(flux.pipeline.scheduler.config,
-                                                            stochastic_sampling=sampler == "ancestral")
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+        flux.pipeline.scheduler.config, stochastic_sampling=sampler == "ancestral"
+    )
     timesteps, _ = retrieve_timesteps(scheduler, 3, "cpu", sigmas=np.linspace(1.0, 1 / 3, 3), mu=denoiser.mu)
     conditioning = denoiser.encode_prompts(["a red fox"])
     x = _packed_noise(flux.pipeline)
@@ -160,8 +168,16 @@ def _pipeline_latents(pipeline, x, **call_options):
         seen.append((t.clone(), tensors["latents"].clone()))
         return tensors
 
-    pipeline("a red fox", height=16, width=16, num_inference_steps=3, latents=x.clone(), output_type="latent",
-             callback_on_step_end=record, **call_options)
+    pipeline(
+        "a red fox",
+        height=16,
+        width=16,
+        num_inference_steps=3,
+        latents=x.clone(),
+        output_type="latent",
+        callback_on_step_end=record,
+        **call_options,
+    )
     assert len(seen) == 3
     return seen
 
@@ -220,8 +236,12 @@ def test_guidance_scale_changes_dev_but_not_schnell(dev, schnell):
     settings = dict(SETTINGS, guidance_scale=5.0)
     low, high = (conjure_similarity(*PAIRS, dev, **options).divergence for options in (SETTINGS, settings))
     assert low[0] != high[0] and low[1] == high[1] == 0
-    torch.testing.assert_close(conjure_similarity(*PAIRS, schnell, **SETTINGS).divergence,
-                               conjure_similarity(*PAIRS, schnell, **settings).divergence, rtol=0, atol=0)
+    torch.testing.assert_close(
+        conjure_similarity(*PAIRS, schnell, **SETTINGS).divergence,
+        conjure_similarity(*PAIRS, schnell, **settings).divergence,
+        rtol=0,
+        atol=0,
+    )
 
 
 class _Spy(InstrumentedDenoiser):
@@ -304,16 +324,19 @@ def test_half_precision_runs_the_transformer_in_its_dtype_and_returns_float32(de
 # --- bad input -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, argument", [
-    ({"guidance": "cfg"}, "true_cfg_negative_prompt"),
-    ({"guidance": "embedded", "true_cfg_negative_prompt": ""}, "true_cfg_negative_prompt"),
-    ({"guidance": "classifier-free"}, "guidance"),
-    ({"height": 18}, "height"),
-    ({"width": 0}, "width"),
-    ({"max_sequence_length": 513}, "max_sequence_length"),
-    ({"sampler": "ddpm"}, "sampler"),
-    ({"noise_level": -1.0}, "noise_level"),
-])
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"guidance": "cfg"}, "true_cfg_negative_prompt"),
+        ({"guidance": "embedded", "true_cfg_negative_prompt": ""}, "true_cfg_negative_prompt"),
+        ({"guidance": "classifier-free"}, "guidance"),
+        ({"height": 18}, "height"),
+        ({"width": 0}, "width"),
+        ({"max_sequence_length": 513}, "max_sequence_length"),
+        ({"sampler": "ddpm"}, "sampler"),
+        ({"noise_level": -1.0}, "noise_level"),
+    ],
+)
 def test_bad_options_are_one_line_value_errors(dev, kwargs, argument):
     with pytest.raises(ValueError, match=argument) as error:
         FluxDenoiser.from_pipeline(dev.pipeline, **kwargs)

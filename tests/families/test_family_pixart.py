@@ -43,8 +43,15 @@ def _capture_transformer_calls(pipeline):
 
     handle = pipeline.transformer.register_forward_hook(record, with_kwargs=True)
     try:
-        pipeline("A Red Fox ", num_inference_steps=2, guidance_scale=2.0, output_type="latent",
-                 clean_caption=False, use_resolution_binning=False, generator=torch.Generator().manual_seed(0))
+        pipeline(
+            "A Red Fox ",
+            num_inference_steps=2,
+            guidance_scale=2.0,
+            output_type="latent",
+            clean_caption=False,
+            use_resolution_binning=False,
+            generator=torch.Generator().manual_seed(0),
+        )
     finally:
         handle.remove()
     return calls
@@ -53,10 +60,12 @@ def _capture_transformer_calls(pipeline):
 # --- loading ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind, pipeline_class, max_length", [("sigma", PixArtSigmaPipeline, 300),
-                                                              ("alpha", PixArtAlphaPipeline, 120)])
+@pytest.mark.parametrize(
+    "kind, pipeline_class, max_length", [("sigma", PixArtSigmaPipeline, 300), ("alpha", PixArtAlphaPipeline, 120)]
+)
 def test_a_folder_and_a_pipeline_load_as_the_pixart_adapter_with_the_right_pipeline_class(
-        kind, pipeline_class, max_length, tmp_path):
+    kind, pipeline_class, max_length, tmp_path
+):
     path = tiny_pixart.save(tmp_path / kind, kind=kind)
     denoiser = load_denoiser(str(path))
     assert type(denoiser) is PixArtDenoiser and type(denoiser.pipeline) is pipeline_class
@@ -69,7 +78,9 @@ def test_a_folder_and_a_pipeline_load_as_the_pixart_adapter_with_the_right_pipel
 
 
 def test_loading_options_reach_the_constructor(sigma_path):
-    denoiser = load_denoiser(str(sigma_path), sampler="ddim", eta=0.3, max_sequence_length=16, torch_dtype=torch.float64)
+    denoiser = load_denoiser(
+        str(sigma_path), sampler="ddim", eta=0.3, max_sequence_length=16, torch_dtype=torch.float64
+    )
     assert (denoiser.sampler, denoiser.eta, denoiser.max_sequence_length) == ("ddim", 0.3, 16)
     assert denoiser.dtype == torch.float64 and denoiser.pipeline.text_encoder.dtype == torch.float64
     assert denoiser.encode_prompts(["a cat"])["encoder_hidden_states"].shape == (1, 16, 32)
@@ -80,8 +91,9 @@ def test_loading_options_reach_the_constructor(sigma_path):
 
 def test_conditioning_is_the_pipelines_encode_prompt_and_the_empty_prompt_its_negative(sigma):
     prompts = ["A Red Fox ", "a striped cat"]
-    embeds, mask, negative, negative_mask = sigma.pipeline.encode_prompt(prompts, do_classifier_free_guidance=True,
-                                                                         negative_prompt="")
+    embeds, mask, negative, negative_mask = sigma.pipeline.encode_prompt(
+        prompts, do_classifier_free_guidance=True, negative_prompt=""
+    )
     conditioning = sigma.encode_prompts(prompts + [""])
     assert set(conditioning) == {"encoder_hidden_states", "encoder_attention_mask"}
     assert conditioning["encoder_hidden_states"].shape == (3, 300, 32)
@@ -94,8 +106,9 @@ def test_conditioning_is_the_pipelines_encode_prompt_and_the_empty_prompt_its_ne
 @pytest.mark.parametrize("kind", ["sigma", "alpha"])
 def test_predict_noise_is_the_transformer_call_of_the_pipelines_own_loop(kind, sigma):
     # PixArt-α passes resolution and aspect ratio only at sample_size 128 (its 1024-pixel model): test it there.
-    pipeline = (sigma.pipeline if kind == "sigma"
-                else tiny_pixart.build_pipeline(kind="alpha", sample_size=128, patch_size=16))
+    pipeline = (
+        sigma.pipeline if kind == "sigma" else tiny_pixart.build_pipeline(kind="alpha", sample_size=128, patch_size=16)
+    )
     denoiser = load_denoiser(pipeline)
     calls = _capture_transformer_calls(pipeline)
     assert len(calls) == 2
@@ -207,8 +220,9 @@ def test_decode_gives_the_pipelines_images_in_the_unit_interval(sigma):
     images = sigma.decode(latents)
     assert images.shape == (2, 3, 16, 16) and images.min() >= 0 and images.max() <= 1
     vae = sigma.pipeline.vae
-    expected = sigma.pipeline.image_processor.postprocess(vae.decode(latents / vae.config.scaling_factor).sample,
-                                                          output_type="pt")
+    expected = sigma.pipeline.image_processor.postprocess(
+        vae.decode(latents / vae.config.scaling_factor).sample, output_type="pt"
+    )
     torch.testing.assert_close(images, expected)
 
 

@@ -66,8 +66,9 @@ def test_a_diffusers_pipeline_object_goes_to_its_family_adapter():
     from diffusers import StableDiffusionPipeline
 
     components = build_tiny_components(latent=True)
-    pipeline = StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
+    pipeline = StableDiffusionPipeline(
+        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
     denoiser = load_denoiser(pipeline)
     assert isinstance(denoiser, DiffusersDenoiser) and denoiser.unet is components["unet"]
 
@@ -120,14 +121,34 @@ def test_explain_and_metric_use_the_sampler_setting(sd_folder):
     pictured = explain("a red fox", "a blue fox", denoiser, sampler="ddim", **FAST)
     functional = conjure_similarity(["a red fox"], ["a blue fox"], denoiser, sampler="ddim", **FAST)
     torch.testing.assert_close(metric.pair_results()["divergence"].float(), functional.divergence.float())
-    torch.testing.assert_close(pictured.contributions["girsanov"].sum(), functional.divergence[0].to(
-        pictured.contributions["girsanov"].dtype), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        pictured.contributions["girsanov"].sum(),
+        functional.divergence[0].to(pictured.contributions["girsanov"].dtype),
+        rtol=1e-5,
+        atol=0,
+    )
 
 
 def test_cli_sampler_option_reaches_the_model(sd_folder, tmp_path, capsys):
     out = tmp_path / "similarity.json"
-    argv = ["similarity", "a red fox", "a blue fox", "--model", str(sd_folder), "--steps", "3", "--samples", "2",
-            "--guidance", "2", "--weighting", "girsanov", "--quiet", "--json", str(out)]
+    argv = [
+        "similarity",
+        "a red fox",
+        "a blue fox",
+        "--model",
+        str(sd_folder),
+        "--steps",
+        "3",
+        "--samples",
+        "2",
+        "--guidance",
+        "2",
+        "--weighting",
+        "girsanov",
+        "--quiet",
+        "--json",
+        str(out),
+    ]
     assert main(argv + ["--sampler", "euler_ancestral"]) == 0
     expected = conjure_similarity(["a red fox"], ["a blue fox"], str(sd_folder), sampler="euler_ancestral", **FAST)
     from_cli = json.loads(out.read_text())

@@ -68,8 +68,18 @@ def test_save_tiny_model_builds_the_sd3_folder(tmp_path):
     path = save_tiny_model(tmp_path / "sd3", family="sd3")
     assert '"StableDiffusion3Pipeline"' in (path / "model_index.json").read_text()
     assert sorted(p.name for p in path.iterdir() if p.is_dir()) == sorted(
-        ["scheduler", "text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3",
-         "transformer", "vae"])
+        [
+            "scheduler",
+            "text_encoder",
+            "text_encoder_2",
+            "text_encoder_3",
+            "tokenizer",
+            "tokenizer_2",
+            "tokenizer_3",
+            "transformer",
+            "vae",
+        ]
+    )
 
 
 # --- model inputs -------------------------------------------------------------------------------
@@ -78,13 +88,15 @@ def test_save_tiny_model_builds_the_sd3_folder(tmp_path):
 def test_conditioning_is_the_pipelines_encode_prompt_and_empty_prompt_its_negative(denoiser, pipeline):
     prompts = PAIRS[0]
     conditioning = denoiser.encode_prompts(["", *prompts])
-    embeds, negative, pooled, negative_pooled = pipeline.encode_prompt(prompts, None, None, device=torch.device("cpu"),
-                                                                       do_classifier_free_guidance=True)
+    embeds, negative, pooled, negative_pooled = pipeline.encode_prompt(
+        prompts, None, None, device=torch.device("cpu"), do_classifier_free_guidance=True
+    )
     assert conditioning["encoder_hidden_states"].shape == (3, 16 + 256, 32)  # CLIP tokens, then 256 T5 tokens
     assert conditioning["pooled_projections"].shape == (3, 32)
     # the same batch as one encode_prompt call: bit for bit; the negative from another batch: to round-off
-    same_batch = pipeline.encode_prompt(["", *prompts], None, None, device=torch.device("cpu"),
-                                        do_classifier_free_guidance=False)
+    same_batch = pipeline.encode_prompt(
+        ["", *prompts], None, None, device=torch.device("cpu"), do_classifier_free_guidance=False
+    )
     torch.testing.assert_close(conditioning["encoder_hidden_states"], same_batch[0], rtol=0, atol=0)
     torch.testing.assert_close(conditioning["pooled_projections"], same_batch[2], rtol=0, atol=0)
     torch.testing.assert_close(conditioning["encoder_hidden_states"][1:], embeds)
@@ -95,8 +107,9 @@ def test_conditioning_is_the_pipelines_encode_prompt_and_empty_prompt_its_negati
 
 def test_max_sequence_length_is_the_pipelines(pipeline):
     short = SD3Denoiser.from_pipeline(pipeline, max_sequence_length=tiny_sd3.T5_LENGTH)
-    embeds, _, _, _ = pipeline.encode_prompt("a red fox", None, None, do_classifier_free_guidance=False,
-                                             max_sequence_length=tiny_sd3.T5_LENGTH)
+    embeds, _, _, _ = pipeline.encode_prompt(
+        "a red fox", None, None, do_classifier_free_guidance=False, max_sequence_length=tiny_sd3.T5_LENGTH
+    )
     hidden_states = short.encode_prompts(["a red fox"])["encoder_hidden_states"]
     assert hidden_states.shape == (1, 16 + tiny_sd3.T5_LENGTH, 32)
     torch.testing.assert_close(hidden_states, embeds, rtol=0, atol=0)
@@ -104,16 +117,23 @@ def test_max_sequence_length_is_the_pipelines(pipeline):
 
 def test_predict_noise_is_one_transformer_call_as_the_pipeline_makes_it(denoiser, pipeline):
     # As __call__ builds it under guidance: latents twice, [negative; prompt] embeddings, t expanded to the batch.
-    embeds, negative, pooled, negative_pooled = pipeline.encode_prompt("a red fox", None, None,
-                                                                       do_classifier_free_guidance=True)
+    embeds, negative, pooled, negative_pooled = pipeline.encode_prompt(
+        "a red fox", None, None, do_classifier_free_guidance=True
+    )
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipeline.scheduler.config)
     scheduler.set_timesteps(4)
     latents, t = _random((1, *LATENTS[1:]), 0), scheduler.timesteps[1]
-    expected = pipeline.transformer(hidden_states=torch.cat([latents] * 2), timestep=t.expand(2),
-                                    encoder_hidden_states=torch.cat([negative, embeds]),
-                                    pooled_projections=torch.cat([negative_pooled, pooled]), return_dict=False)[0]
-    conditioning = {"encoder_hidden_states": torch.cat([negative, embeds]),
-                    "pooled_projections": torch.cat([negative_pooled, pooled])}
+    expected = pipeline.transformer(
+        hidden_states=torch.cat([latents] * 2),
+        timestep=t.expand(2),
+        encoder_hidden_states=torch.cat([negative, embeds]),
+        pooled_projections=torch.cat([negative_pooled, pooled]),
+        return_dict=False,
+    )[0]
+    conditioning = {
+        "encoder_hidden_states": torch.cat([negative, embeds]),
+        "pooled_projections": torch.cat([negative_pooled, pooled]),
+    }
     output = denoiser.predict_noise(torch.cat([latents] * 2), t.expand(2), conditioning)
     assert output.dtype == torch.float32 and output.shape == (2, *LATENTS[1:])
     torch.testing.assert_close(output, expected, rtol=0, atol=0)
@@ -129,17 +149,23 @@ def test_the_ode_chain_with_guidance_is_the_pipelines_whole_denoising_loop(denoi
     calls = seen["pipeline"]
     hook = pipeline.transformer.register_forward_pre_hook(
         lambda module, args, kwargs: calls.append({k: v.clone() for k, v in kwargs.items() if torch.is_tensor(v)}),
-        with_kwargs=True)
+        with_kwargs=True,
+    )
     try:
-        expected = pipeline(prompt, num_inference_steps=num_steps, guidance_scale=GUIDANCE, latents=x.clone(),
-                            output_type="latent").images
+        expected = pipeline(
+            prompt, num_inference_steps=num_steps, guidance_scale=GUIDANCE, latents=x.clone(), output_type="latent"
+        ).images
         calls = seen["adapter"]
         ode = SD3Denoiser.from_pipeline(pipeline, sampler="ode")
         # one prompt per call, as the pipeline encodes its negative and its prompt (same round-off)
-        chain, conditioning = ode.reverse_chain(num_steps), _rows(ode.encode_prompts([""]), ode.encode_prompts([prompt]))
+        chain, conditioning = (
+            ode.reverse_chain(num_steps),
+            _rows(ode.encode_prompts([""]), ode.encode_prompts([prompt])),
+        )
         for i in range(num_steps):
-            unconditional, conditional = ode.predict_noise(torch.cat([x, x]), chain.timesteps[i].expand(2),
-                                                           conditioning).chunk(2)
+            unconditional, conditional = ode.predict_noise(
+                torch.cat([x, x]), chain.timesteps[i].expand(2), conditioning
+            ).chunk(2)
             guided = unconditional + GUIDANCE * (conditional - unconditional)
             x = (chain.x_coef[i] * x.double() + chain.output_coef[i] * guided.double()).float()
     finally:
@@ -161,8 +187,13 @@ def test_the_ode_chain_with_guidance_is_the_pipelines_whole_denoising_loop(denoi
 def _pipeline_timesteps(pipeline, num_steps):
     """The timesteps ``__call__`` gives the transformer (scheduler, shift and mu as the pipeline sets them)."""
     seen = []
-    pipeline(PAIRS[0][0], num_inference_steps=num_steps, guidance_scale=1.0, output_type="latent",
-             callback_on_step_end=lambda pipe, i, t, kwargs: seen.append(t) or {})
+    pipeline(
+        PAIRS[0][0],
+        num_inference_steps=num_steps,
+        guidance_scale=1.0,
+        output_type="latent",
+        callback_on_step_end=lambda pipe, i, t, kwargs: seen.append(t) or {},
+    )
     return torch.stack(seen)
 
 
@@ -178,9 +209,15 @@ def test_grid_is_the_pipelines(pipeline, sampler):
 
 
 def test_a_dynamic_shift_scheduler_gets_the_pipelines_mu(folder):
-    config = dict(FlowMatchEulerDiscreteScheduler.load_config(folder / "scheduler"), use_dynamic_shifting=True,
-                  base_image_seq_len=4, max_image_seq_len=64)
-    shifted = StableDiffusion3Pipeline.from_pretrained(folder, scheduler=FlowMatchEulerDiscreteScheduler.from_config(config))
+    config = dict(
+        FlowMatchEulerDiscreteScheduler.load_config(folder / "scheduler"),
+        use_dynamic_shifting=True,
+        base_image_seq_len=4,
+        max_image_seq_len=64,
+    )
+    shifted = StableDiffusion3Pipeline.from_pretrained(
+        folder, scheduler=FlowMatchEulerDiscreteScheduler.from_config(config)
+    )
     adapter = SD3Denoiser.from_pipeline(shifted)
     assert adapter.shift_mu() is not None
     torch.testing.assert_close(adapter.reverse_chain(4).timesteps, _pipeline_timesteps(shifted, 4), rtol=0, atol=0)
@@ -190,8 +227,9 @@ def test_a_dynamic_shift_scheduler_gets_the_pipelines_mu(folder):
 def test_each_chain_step_is_the_diffusers_scheduler_step(pipeline, sampler):
     # "ancestral" is diffusers' stochastic_sampling step; "sde" has no diffusers step (see test_flow_chains).
     chain = SD3Denoiser.from_pipeline(pipeline, sampler=sampler).reverse_chain(4)
-    scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipeline.scheduler.config,
-                                                            stochastic_sampling=sampler == "ancestral")
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+        pipeline.scheduler.config, stochastic_sampling=sampler == "ancestral"
+    )
     scheduler.set_timesteps(4)
     x, velocity = _random(LATENTS, 2), _random(LATENTS, 3)
     for i, t in enumerate(scheduler.timesteps):  # each call moves the scheduler's step index on
@@ -223,7 +261,9 @@ def test_end_to_end_on_the_folder(folder, denoiser):
     assert result.divergence.dtype == torch.float64 and result.terms is not None
     swapped = conjure_similarity(*PAIRS[::-1], denoiser, num_steps=3, num_samples=2, guidance_scale=GUIDANCE)
     torch.testing.assert_close(swapped.divergence, result.divergence, rtol=1e-6, atol=0)
-    one_row = conjure_similarity(*PAIRS, denoiser, num_steps=3, num_samples=2, guidance_scale=GUIDANCE, max_batch_size=1)
+    one_row = conjure_similarity(
+        *PAIRS, denoiser, num_steps=3, num_samples=2, guidance_scale=GUIDANCE, max_batch_size=1
+    )
     torch.testing.assert_close(one_row.divergence, result.divergence, rtol=1e-4, atol=0)
 
 
@@ -232,8 +272,15 @@ def test_the_sampler_setting_gives_a_view_with_the_same_options(folder, pipeline
     view = adapter.with_sampler("ancestral")
     assert (view.sampler, view.noise_level, view.max_sequence_length) == ("ancestral", 1.2, tiny_sd3.T5_LENGTH)
     assert view.model is adapter.model and adapter.sampler == "sde"
-    result = conjure_similarity(*PAIRS, str(folder), num_steps=3, num_samples=2, guidance_scale=GUIDANCE,
-                                sampler="ancestral", max_sequence_length=tiny_sd3.T5_LENGTH)
+    result = conjure_similarity(
+        *PAIRS,
+        str(folder),
+        num_steps=3,
+        num_samples=2,
+        guidance_scale=GUIDANCE,
+        sampler="ancestral",
+        max_sequence_length=tiny_sd3.T5_LENGTH,
+    )
     assert result.divergence[0] > 0 and result.divergence[1] == 0
 
 
@@ -241,8 +288,9 @@ def test_the_sampler_setting_gives_a_view_with_the_same_options(folder, pipeline
 @pytest.mark.parametrize("weighting", ["simple", "girsanov"])
 def test_stochastic_samplers_give_finite_positive_divergences(pipeline, sampler, weighting):
     adapter = SD3Denoiser.from_pipeline(pipeline, sampler=sampler, max_sequence_length=tiny_sd3.T5_LENGTH)
-    result = conjure_similarity(["a red fox"], ["a blue car"], adapter, num_steps=3, num_samples=2,
-                                guidance_scale=GUIDANCE, weighting=weighting)
+    result = conjure_similarity(
+        ["a red fox"], ["a blue car"], adapter, num_steps=3, num_samples=2, guidance_scale=GUIDANCE, weighting=weighting
+    )
     assert torch.isfinite(result.divergence).all() and bool((result.divergence > 0).all())
 
 
@@ -274,7 +322,9 @@ def test_without_t5_the_pipeline_pads_with_zeros_and_one_warning_says_so(folder)
 
 
 def test_a_folder_saved_without_t5_loads_and_warns(pipeline, tmp_path):
-    StableDiffusion3Pipeline(**dict(pipeline.components, text_encoder_3=None, tokenizer_3=None)).save_pretrained(tmp_path)
+    StableDiffusion3Pipeline(**dict(pipeline.components, text_encoder_3=None, tokenizer_3=None)).save_pretrained(
+        tmp_path
+    )
     with pytest.warns(UserWarning, match="T5"):
         no_t5 = load_denoiser(str(tmp_path))
     assert no_t5.pipeline.text_encoder_3 is None
@@ -305,8 +355,10 @@ def test_a_variance_preserving_sampler_is_refused_with_the_flow_samplers(folder,
         SD3Denoiser.from_pipeline(pipeline, sampler="euler_ancestral")
 
 
-@pytest.mark.parametrize(("option", "value"), [("noise_level", 0.0), ("max_sequence_length", 513),
-                                               ("max_sequence_length", 0), ("sample_size", 5)])
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("noise_level", 0.0), ("max_sequence_length", 513), ("max_sequence_length", 0), ("sample_size", 5)],
+)
 def test_bad_options_are_one_line_errors_naming_the_option(pipeline, option, value):
     with pytest.raises(ValueError, match=option) as error:
         SD3Denoiser.from_pipeline(pipeline, **{option: value})

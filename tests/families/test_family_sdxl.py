@@ -59,10 +59,16 @@ def test_a_folder_and_a_pipeline_load_as_the_sdxl_adapter(folder, denoiser):
 
 def test_conditioning_is_what_the_pipelines_own_helpers_build(denoiser):
     pipeline = denoiser.pipeline
-    hidden, _, pooled, _ = pipeline.encode_prompt(PROMPTS, device=torch.device("cpu"),
-                                                  do_classifier_free_guidance=False)
-    time_ids = pipeline._get_add_time_ids((PIXELS, PIXELS), (0, 0), (PIXELS, PIXELS), dtype=hidden.dtype,
-                                          text_encoder_projection_dim=tiny_sdxl.PROJECTION_DIM)
+    hidden, _, pooled, _ = pipeline.encode_prompt(
+        PROMPTS, device=torch.device("cpu"), do_classifier_free_guidance=False
+    )
+    time_ids = pipeline._get_add_time_ids(
+        (PIXELS, PIXELS),
+        (0, 0),
+        (PIXELS, PIXELS),
+        dtype=hidden.dtype,
+        text_encoder_projection_dim=tiny_sdxl.PROJECTION_DIM,
+    )
     conditioning = denoiser.encode_prompts(PROMPTS)
     assert set(conditioning) == {"encoder_hidden_states", "text_embeds", "time_ids"}
     assert torch.equal(conditioning["encoder_hidden_states"], hidden)
@@ -82,8 +88,11 @@ def test_predict_noise_is_the_unet_call_the_pipeline_makes_with_guidance(denoise
     assert torch.equal(conditioning["time_ids"], kwargs["added_cond_kwargs"]["time_ids"])
     output = denoiser.predict_noise(latents, timestep.expand(2), conditioning)
     torch.testing.assert_close(output, expected)
-    exact = dict(conditioning, text_embeds=kwargs["added_cond_kwargs"]["text_embeds"],
-                 encoder_hidden_states=kwargs["encoder_hidden_states"])
+    exact = dict(
+        conditioning,
+        text_embeds=kwargs["added_cond_kwargs"]["text_embeds"],
+        encoder_hidden_states=kwargs["encoder_hidden_states"],
+    )
     assert torch.equal(denoiser.predict_noise(latents, timestep.expand(2), exact), expected)
 
 
@@ -91,8 +100,9 @@ def test_predict_noise_is_the_unet_call_the_pipeline_makes_with_guidance(denoise
 def test_empty_prompt_follows_force_zeros_for_empty_prompt(force_zeros, tmp_path):
     denoiser = load_denoiser(str(tiny_sdxl.save(tmp_path / "m", force_zeros_for_empty_prompt=force_zeros)))
     assert denoiser.pipeline.config.force_zeros_for_empty_prompt is force_zeros
-    _, negative, _, negative_pooled = denoiser.pipeline.encode_prompt(PROMPTS[:1], device=torch.device("cpu"),
-                                                                      do_classifier_free_guidance=True)
+    _, negative, _, negative_pooled = denoiser.pipeline.encode_prompt(
+        PROMPTS[:1], device=torch.device("cpu"), do_classifier_free_guidance=True
+    )
     conditioning = denoiser.encode_prompts(["", PROMPTS[0]])
     torch.testing.assert_close(conditioning["encoder_hidden_states"][:1], negative)  # up to batch round-off
     torch.testing.assert_close(conditioning["text_embeds"][:1], negative_pooled)
@@ -150,8 +160,9 @@ def test_decode_gives_pictures_in_the_unit_range(denoiser):
 def test_a_folder_without_the_first_text_encoder_works(tmp_path):
     denoiser = load_denoiser(str(tiny_sdxl.save(tmp_path / "m", text_encoder=False)))
     assert denoiser.pipeline.text_encoder is None
-    hidden, _, pooled, _ = denoiser.pipeline.encode_prompt(PROMPTS, device=torch.device("cpu"),
-                                                           do_classifier_free_guidance=False)
+    hidden, _, pooled, _ = denoiser.pipeline.encode_prompt(
+        PROMPTS, device=torch.device("cpu"), do_classifier_free_guidance=False
+    )
     conditioning = denoiser.encode_prompts(PROMPTS)
     assert torch.equal(conditioning["encoder_hidden_states"], hidden)
     assert torch.equal(conditioning["text_embeds"], pooled)
@@ -168,8 +179,12 @@ def test_learned_variance_channels_are_dropped():
     denoiser = SDXLDenoiser.from_pipeline(pipeline)
     conditioning = denoiser.encode_prompts(PROMPTS)
     x, t = torch.randn(2, 4, 8, 8), torch.tensor([500, 500])
-    full = pipeline.unet(x, t, encoder_hidden_states=conditioning["encoder_hidden_states"],
-                         added_cond_kwargs={k: conditioning[k] for k in ("text_embeds", "time_ids")}).sample
+    full = pipeline.unet(
+        x,
+        t,
+        encoder_hidden_states=conditioning["encoder_hidden_states"],
+        added_cond_kwargs={k: conditioning[k] for k in ("text_embeds", "time_ids")},
+    ).sample
     assert torch.equal(denoiser.predict_noise(x, t, conditioning), full[:, :4])
 
 
@@ -193,10 +208,12 @@ def test_a_refiner_unet_that_also_takes_an_aesthetic_score_is_refused_in_one_lin
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
     aesthetic = 5 * tiny_sdxl.TIME_EMBED_DIM + tiny_sdxl.PROJECTION_DIM
-    without_flag = _with_unet(tiny_sdxl.build_pipeline(text_encoder=False),
-                              projection_class_embeddings_input_dim=aesthetic)
-    refiner = StableDiffusionXLImg2ImgPipeline(**without_flag.components, requires_aesthetics_score=True,
-                                               add_watermarker=False)
+    without_flag = _with_unet(
+        tiny_sdxl.build_pipeline(text_encoder=False), projection_class_embeddings_input_dim=aesthetic
+    )
+    refiner = StableDiffusionXLImg2ImgPipeline(
+        **without_flag.components, requires_aesthetics_score=True, add_watermarker=False
+    )
     for pipeline in (refiner, without_flag):
         with pytest.raises(TypeError, match="aesthetic score") as error:
             load_denoiser(pipeline)
@@ -209,8 +226,9 @@ def test_a_folder_missing_text_encoder_2_is_refused_in_one_line_naming_it(folder
     with pytest.raises(ValueError, match="text_encoder_2/") as error:
         load_denoiser(str(broken))
     assert "\n" not in str(error.value)
-    without = StableDiffusionXLPipeline(**dict(tiny_sdxl.build_pipeline().components, text_encoder_2=None),
-                                        add_watermarker=False)
+    without = StableDiffusionXLPipeline(
+        **dict(tiny_sdxl.build_pipeline().components, text_encoder_2=None), add_watermarker=False
+    )
     with pytest.raises(TypeError, match="no text_encoder_2"):
         load_denoiser(without)
 

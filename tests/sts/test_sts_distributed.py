@@ -22,8 +22,23 @@ def wordsim(tmp_path_factory):
 
 
 def _argv(data, model, results, table):
-    return ["--data", str(data), "--model", str(model), "--steps", "3", "--samples", "2", "--chunk-size", "2",
-            "--results", str(results), "--json", str(table), "--quiet"]
+    return [
+        "--data",
+        str(data),
+        "--model",
+        str(model),
+        "--steps",
+        "3",
+        "--samples",
+        "2",
+        "--chunk-size",
+        "2",
+        "--results",
+        str(results),
+        "--json",
+        str(table),
+        "--quiet",
+    ]
 
 
 def _by_key(path):
@@ -56,8 +71,10 @@ def test_two_ranks_shard_the_pairs_and_match_one_process(wordsim, tiny_pixel_rep
 
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["status"] for r in ranks] == [0, 0]
-    assert [r["scored"] for r in ranks] == [[["book", "paper"], ["computer", "keyboard"]],
-                                            [["computer", "internet"], ["plane", "car"]]]
+    assert [r["scored"] for r in ranks] == [
+        [["book", "paper"], ["computer", "keyboard"]],
+        [["computer", "internet"], ["plane", "car"]],
+    ]
     # Equal up to float32 round-off: a pair shares its model batch with other pairs here than there.
     one, two = _by_key(tmp_path / "one.jsonl"), _by_key(tmp_path / "two.jsonl")
     assert len(two) == 7 and _approx(two) == one

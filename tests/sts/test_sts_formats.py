@@ -23,11 +23,14 @@ def _only(path, format="auto"):
 
 
 def test_glue_stsb_dev_reads_sentences_and_scores_by_header(tmp_path):
-    path = _write(tmp_path / "dev.tsv", GLUE_HEADER + "\tscore\n"
-                  "0\tmain-captions\tMSRvid\t2012test\t0000\tnone\tnone\tA man with a hard hat is dancing.\t"
-                  "A man wearing a hard hat is dancing.\t5.000\n"
-                  "1\tmain-captions\tMSRvid\t2012test\t0002\tnone\tnone\tA young child is riding a horse.\t"
-                  "A child is riding a horse.\t4.750\n")
+    path = _write(
+        tmp_path / "dev.tsv",
+        GLUE_HEADER + "\tscore\n"
+        "0\tmain-captions\tMSRvid\t2012test\t0000\tnone\tnone\tA man with a hard hat is dancing.\t"
+        "A man wearing a hard hat is dancing.\t5.000\n"
+        "1\tmain-captions\tMSRvid\t2012test\t0002\tnone\tnone\tA young child is riding a horse.\t"
+        "A child is riding a horse.\t4.750\n",
+    )
     assert detect_format(path) == "stsb-glue"
     dataset = _only(path)
     assert dataset.name == "STS-B dev" and dataset.group == "STS-B dev"
@@ -42,9 +45,11 @@ def test_glue_test_split_without_scores_is_refused_with_the_reason(tmp_path):
 
 
 def test_original_stsb_csv_uses_columns_five_to_seven_and_ignores_extra_columns(tmp_path):
-    path = _write(tmp_path / "sts-test.csv",
-                  "main-captions\tMSRvid\t2012test\t0001\t5.000\tA girl is styling her hair.\tA girl is brushing her hair.\n"
-                  "main-news\theadlines\t2013\t0042\t0.600\tSnowden in Moscow\tObama visits Asia\tsource-a\tsource-b\n")
+    path = _write(
+        tmp_path / "sts-test.csv",
+        "main-captions\tMSRvid\t2012test\t0001\t5.000\tA girl is styling her hair.\tA girl is brushing her hair.\n"
+        "main-news\theadlines\t2013\t0042\t0.600\tSnowden in Moscow\tObama visits Asia\tsource-a\tsource-b\n",
+    )
     assert detect_format(path) == "stsb-csv"
     dataset = _only(path)
     assert dataset.name == "STS-B test"
@@ -52,17 +57,22 @@ def test_original_stsb_csv_uses_columns_five_to_seven_and_ignores_extra_columns(
 
 
 def test_sick_full_file_keeps_only_its_test_rows(tmp_path):
-    path = _write(tmp_path / "SICK.txt", SICK_HEADER + "\tSemEval_set\n"
-                  "1\tA dog runs\tA dog is running\t4.9\tENTAILMENT\tTRAIN\n"
-                  "2\tA man cooks\tA woman sings\t1.2\tNEUTRAL\tTEST\n"
-                  "3\tKids play\tChildren are playing\t4.5\tENTAILMENT\tTRIAL\n")
+    path = _write(
+        tmp_path / "SICK.txt",
+        SICK_HEADER + "\tSemEval_set\n"
+        "1\tA dog runs\tA dog is running\t4.9\tENTAILMENT\tTRAIN\n"
+        "2\tA man cooks\tA woman sings\t1.2\tNEUTRAL\tTEST\n"
+        "3\tKids play\tChildren are playing\t4.5\tENTAILMENT\tTRIAL\n",
+    )
     assert detect_format(path) == "sick"
     dataset = _only(path)
     assert dataset.name == "SICK-R" and dataset.sentences_a == ("A man cooks",) and dataset.scores == (1.2,)
 
 
 def test_sick_test_annotated_reads_every_row(tmp_path):
-    path = _write(tmp_path / "SICK_test_annotated.txt", SICK_HEADER + "\n6\tA b\tC d\t3.3\tNEUTRAL\n7\tE f\tG h\t2.0\tNEUTRAL\n")
+    path = _write(
+        tmp_path / "SICK_test_annotated.txt", SICK_HEADER + "\n6\tA b\tC d\t3.3\tNEUTRAL\n7\tE f\tG h\t2.0\tNEUTRAL\n"
+    )
     assert _only(path).scores == (3.3, 2.0)
 
 
@@ -105,12 +115,24 @@ def test_senteval_bad_gold_names_the_gold_file_and_line(tmp_path):
 
 
 def test_jsonl_export_and_its_malformed_line(tmp_path):
-    good = _write(tmp_path / "stsb_test.jsonl", "\n".join(json.dumps(r) for r in [
-        {"sentence1": "a cat", "sentence2": "a kitten", "score": 4.5, "split": "test"},
-        {"sentence1": "a cat", "sentence2": "a truck", "score": 0.5}]) + "\n")
+    good = _write(
+        tmp_path / "stsb_test.jsonl",
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"sentence1": "a cat", "sentence2": "a kitten", "score": 4.5, "split": "test"},
+                {"sentence1": "a cat", "sentence2": "a truck", "score": 0.5},
+            ]
+        )
+        + "\n",
+    )
     dataset = _only(good)
-    assert dataset.name == "stsb_test" and dataset.sentences_b == ("a kitten", "a truck") and dataset.scores == (4.5, 0.5)
-    bad = _write(tmp_path / "bad.jsonl", '{"sentence1": "a", "sentence2": "b", "score": 1}\n{"sentence1": "a", "score": 2}\n')
+    assert (
+        dataset.name == "stsb_test" and dataset.sentences_b == ("a kitten", "a truck") and dataset.scores == (4.5, 0.5)
+    )
+    bad = _write(
+        tmp_path / "bad.jsonl", '{"sentence1": "a", "sentence2": "b", "score": 1}\n{"sentence1": "a", "score": 2}\n'
+    )
     with pytest.raises(ValueError, match=r"bad\.jsonl:2: record has no 'sentence2' field"):
         load_datasets(bad)
 
@@ -151,7 +173,9 @@ def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
 
 
 def test_wordsim_tsv_with_comment_header(tmp_path):
-    path = _write(tmp_path / "wordsim353.tsv", "# WordSim353\n# Word 1\tWord 2\tHuman (mean)\nlove\tsex\t6.77\ntiger\tcat\t7.35\n")
+    path = _write(
+        tmp_path / "wordsim353.tsv", "# WordSim353\n# Word 1\tWord 2\tHuman (mean)\nlove\tsex\t6.77\ntiger\tcat\t7.35\n"
+    )
     assert detect_format(path) == "wordsim"
     dataset = _only(path)
     assert dataset.name == "WordSim353" and dataset.sentences_a == ("love", "tiger") and dataset.scores == (6.77, 7.35)
@@ -161,20 +185,30 @@ def test_original_simlex_header_selects_the_simlex999_column(tmp_path):
     path = _write(tmp_path / "SimLex-999.txt", SIMLEX_HEADER + "\nold\tnew\tA\t1.58\t2.72\t2.81\t2\t7.25\t1\t0.41\n")
     assert detect_format(path) == "simlex"
     dataset = _only(path)
-    assert dataset.name == "SimLex-999" and (dataset.sentences_a, dataset.sentences_b, dataset.scores) == (("old",), ("new",), (1.58,))
+    assert dataset.name == "SimLex-999" and (dataset.sentences_a, dataset.sentences_b, dataset.scores) == (
+        ("old",),
+        ("new",),
+        (1.58,),
+    )
 
 
 def test_simlex_short_line_names_file_and_line(tmp_path):
-    path = _write(tmp_path / "SimLex-999.txt", SIMLEX_HEADER + "\nold\tnew\tA\t1.58\t2.72\t2.81\t2\t7.25\t1\t0.41\nsmart\tintelligent\n")
+    path = _write(
+        tmp_path / "SimLex-999.txt",
+        SIMLEX_HEADER + "\nold\tnew\tA\t1.58\t2.72\t2.81\t2\t7.25\t1\t0.41\nsmart\tintelligent\n",
+    )
     with pytest.raises(ValueError, match=r"SimLex-999\.txt:3: expected at least 10 tab-separated fields"):
         load_datasets(path)
 
 
-@pytest.mark.parametrize("name,text,line", [
-    ("sts-dev.csv", "g\tf\t2012\t1\t4.0\ta\tb\ng\tf\t2012\t2\t4.0\tonly six fields\n", 2),
-    ("dev.tsv", GLUE_HEADER + "\tscore\n0\tg\tf\ty\t0\tn\tn\ta\tb\tfive\n", 2),
-    ("wordsim353.tsv", "# Word 1\tWord 2\tHuman (mean)\nlove\tsex\t6.77\nlonely\n", 3),
-])
+@pytest.mark.parametrize(
+    "name,text,line",
+    [
+        ("sts-dev.csv", "g\tf\t2012\t1\t4.0\ta\tb\ng\tf\t2012\t2\t4.0\tonly six fields\n", 2),
+        ("dev.tsv", GLUE_HEADER + "\tscore\n0\tg\tf\ty\t0\tn\tn\ta\tb\tfive\n", 2),
+        ("wordsim353.tsv", "# Word 1\tWord 2\tHuman (mean)\nlove\tsex\t6.77\nlonely\n", 3),
+    ],
+)
 def test_malformed_line_error_names_file_and_line(tmp_path, name, text, line):
     path = _write(tmp_path / name, text)
     with pytest.raises(ValueError, match=rf"{name.replace('.', '[.]')}:{line}: "):
@@ -203,10 +237,14 @@ def test_lee_pairs_are_the_upper_triangle(tmp_path):
     _write(tmp_path / "similarities0-1.txt", "1 0.5 0.2\n0 1 0.3\n0 0 1\n")
     dataset = _only(tmp_path / "lee.cor")
     assert list(zip(dataset.sentences_a, dataset.sentences_b, dataset.scores)) == [
-        ("doc one", "doc two", 0.5), ("doc one", "doc three", 0.2), ("doc two", "doc three", 0.3)]
+        ("doc one", "doc two", 0.5),
+        ("doc one", "doc three", 0.2),
+        ("doc two", "doc three", 0.3),
+    ]
 
 
 # Real human judgements, as shipped in gensim's test data.
+
 
 @pytest.fixture(scope="module")
 def gensim_data():

@@ -20,6 +20,7 @@ class _Interrupt(Exception):
 def _count_scored(monkeypatch, fail_after_calls=None):
     """Wrap the runner's ``score_pairs``: count the pairs it scores, optionally die after some calls."""
     calls = {"pairs": 0, "calls": 0}
+
     def counting(first, second, *args, **kwargs):
         if fail_after_calls is not None and calls["calls"] == fail_after_calls:
             raise _Interrupt("killed")
@@ -136,8 +137,15 @@ def test_other_loading_options_are_scored_again_but_the_device_is_not(tmp_path, 
     results = tmp_path / "results.jsonl"
     run_benchmark(datasets, tiny_pixel_repo, results_path=results, **FAST)
     calls = _count_scored(monkeypatch)
-    run_benchmark(datasets, tiny_pixel_repo, results_path=results, device="cpu", local_files_only=True,
-                  cache_dir=tmp_path / "cache", **FAST)
+    run_benchmark(
+        datasets,
+        tiny_pixel_repo,
+        results_path=results,
+        device="cpu",
+        local_files_only=True,
+        cache_dir=tmp_path / "cache",
+        **FAST,
+    )
     assert calls["pairs"] == 0  # the device and how files are fetched do not change scores
     run_benchmark(datasets, tiny_pixel_repo, results_path=results, sampler="euler_ancestral", **FAST)
     assert calls["pairs"] == 3  # another sampler runs another chain
@@ -147,7 +155,9 @@ def test_an_edited_pair_is_scored_again_not_reused(tmp_path, monkeypatch):
     results = tmp_path / "results.jsonl"
     original = line_dataset(pairs=4)
     run_benchmark([original], line_model(), results_path=results, **FAST)
-    edited = SimilarityDataset("line", ("ant", *original.sentences_a[1:]), ("gnu", *original.sentences_b[1:]), original.scores)
+    edited = SimilarityDataset(
+        "line", ("ant", *original.sentences_a[1:]), ("gnu", *original.sentences_b[1:]), original.scores
+    )
     calls = _count_scored(monkeypatch)
     run_benchmark([edited], line_model(), results_path=results, **FAST)
     assert calls["pairs"] == 1
@@ -155,8 +165,9 @@ def test_an_edited_pair_is_scored_again_not_reused(tmp_path, monkeypatch):
 
 def test_chunk_size_does_not_change_any_score():
     datasets = [line_dataset(pairs=9)]
-    assert _scores(run_benchmark(datasets, line_model(), chunk_size=2, **FAST)) == \
-        _scores(run_benchmark(datasets, line_model(), chunk_size=9, **FAST))
+    assert _scores(run_benchmark(datasets, line_model(), chunk_size=2, **FAST)) == _scores(
+        run_benchmark(datasets, line_model(), chunk_size=9, **FAST)
+    )
 
 
 def test_two_datasets_with_one_name_are_refused():

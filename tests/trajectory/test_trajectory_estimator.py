@@ -16,8 +16,9 @@ def lm():
 
 @pytest.mark.parametrize("distance", ["mean_abs", "symmetric_kl"])
 def test_identical_prompts_score_exactly_zero(lm, distance):
-    result = trajectory_similarity(["a red fox", "a zebra"], ["a red fox", "a zebra"], lm[0], tokenizer=lm[1],
-                                   distance=distance, **SETTINGS)
+    result = trajectory_similarity(
+        ["a red fox", "a zebra"], ["a red fox", "a zebra"], lm[0], tokenizer=lm[1], distance=distance, **SETTINGS
+    )
     assert torch.equal(result.divergence, torch.zeros(2, dtype=torch.float64))
     assert torch.equal(result.stderr, torch.zeros(2, dtype=torch.float64))
     assert torch.equal(result.similarity, torch.ones(2, dtype=torch.float64))
@@ -41,10 +42,12 @@ def test_swapping_the_prompts_of_a_pair_gives_the_same_score(lm, distance):
 def test_score_does_not_depend_on_batch_size_or_pair_order(lm):
     reference = trajectory_similarity(A, B, lm[0], tokenizer=lm[1], **SETTINGS)
     order = [2, 0, 3, 1]
-    shuffled = trajectory_similarity([A[i] for i in order], [B[i] for i in order], lm[0], tokenizer=lm[1],
-                                     max_batch_size=3, **SETTINGS)
-    one_by_one = [trajectory_similarity([a], [b], lm[0], tokenizer=lm[1], max_batch_size=1, **SETTINGS)
-                  for a, b in zip(A, B)]
+    shuffled = trajectory_similarity(
+        [A[i] for i in order], [B[i] for i in order], lm[0], tokenizer=lm[1], max_batch_size=3, **SETTINGS
+    )
+    one_by_one = [
+        trajectory_similarity([a], [b], lm[0], tokenizer=lm[1], max_batch_size=1, **SETTINGS) for a, b in zip(A, B)
+    ]
     torch.testing.assert_close(shuffled.divergence, reference.divergence[order], rtol=1e-6, atol=0)
     torch.testing.assert_close(torch.cat([r.divergence for r in one_by_one]), reference.divergence, rtol=1e-6, atol=0)
     assert shuffled.terms.continuations[0][0] == reference.terms.continuations[0][order[0]]
@@ -60,8 +63,7 @@ def test_another_seed_draws_other_continuations(lm):
 def test_cross_scores_match_unbatched_sampling_and_scoring(lm):
     model, tokenizer = lm
     n, m, seed = SETTINGS["num_continuations"], SETTINGS["max_new_tokens"], SETTINGS["seed"]
-    terms = trajectory_terms(A, B, model, tokenizer, num_continuations=n, max_new_tokens=m, seed=seed,
-                             max_batch_size=5)
+    terms = trajectory_terms(A, B, model, tokenizer, num_continuations=n, max_new_tokens=m, seed=seed, max_batch_size=5)
     eos = tokenizer.eos_token_id
     for i, pair in enumerate(zip(A, B)):
         ids = [encode_prompt(tokenizer, p) for p in pair]
@@ -126,7 +128,8 @@ def test_a_tokenizer_that_appends_eos_does_not_end_the_prompt_with_it():
     plain = encode_prompt(tokenizer, "a red fox")
     tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{tokenizer.bos_token} $A {tokenizer.eos_token}",
-        special_tokens=[(tokenizer.bos_token, tokenizer.bos_token_id), (tokenizer.eos_token, tokenizer.eos_token_id)])
+        special_tokens=[(tokenizer.bos_token, tokenizer.bos_token_id), (tokenizer.eos_token, tokenizer.eos_token_id)],
+    )
     assert tokenizer("a red fox")["input_ids"][-1] == tokenizer.eos_token_id  # the template really appends it
     assert encode_prompt(tokenizer, "a red fox") == plain
     assert plain[0] == tokenizer.bos_token_id and tokenizer.eos_token_id not in plain
@@ -145,9 +148,20 @@ def test_gpt2_style_tokenizer_whose_unk_is_its_bos_gives_no_unknown_word_warning
     special = "<|endoftext|>"  # GPT-2 uses one token for unk, bos and eos
     tokenizer = GPT2TokenizerFast(tokenizer_object=backend, unk_token=special, bos_token=special, eos_token=special)
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=16, n_layer=1, n_head=2,
-                                       bos_token_id=len(vocab) - 1, eos_token_id=len(vocab) - 1)).eval()
-    result = trajectory_similarity(["a cat"], ["a dog"], model, tokenizer=tokenizer, num_continuations=2, max_new_tokens=3)
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(vocab),
+            n_positions=64,
+            n_embd=16,
+            n_layer=1,
+            n_head=2,
+            bos_token_id=len(vocab) - 1,
+            eos_token_id=len(vocab) - 1,
+        )
+    ).eval()
+    result = trajectory_similarity(
+        ["a cat"], ["a dog"], model, tokenizer=tokenizer, num_continuations=2, max_new_tokens=3
+    )
     assert torch.isfinite(result.divergence).all()
     assert not [w for w in recwarn if "does not know" in str(w.message)]
 

@@ -89,5 +89,3 @@ def test_a_callable_may_return_model_and_tokenizer(lm):
     metric.update(A[:1], B[:1])
     expected = trajectory_similarity(A[:1], B[:1], lm[0], tokenizer=lm[1], **SETTINGS)
     torch.testing.assert_close(metric.compute(), expected.similarity.mean(), rtol=1e-12, atol=0)
-
-

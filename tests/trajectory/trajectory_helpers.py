@@ -17,10 +17,20 @@ B = ["a crimson fox", "a blue bear", "a red fox", "a zebra at night"]
 def tiny_lm(dtype: torch.dtype = torch.float64, seed: int = 0) -> GPT2LMHeadModel:
     """A random 2-layer GPT-2 with large initial weights, so prompts change its predictions a lot."""
     tokenizer = build_lm_tokenizer()
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=16, n_layer=2, n_head=2,
-                        initializer_range=0.4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=32,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        initializer_range=0.4,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(seed)
     return GPT2LMHeadModel(config).to(dtype).eval()
 
@@ -32,8 +42,9 @@ def tiny_tokenizer():
 @torch.no_grad()
 def naive_continuation(model, prompt_ids: list[int], seed: int, j: int, max_new_tokens: int, eos: int) -> list[int]:
     """Continuation ``j`` drawn one token at a time, re-reading the whole unpadded text each step (no cache)."""
-    uniforms = torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(sample_seed(seed, j)),
-                          dtype=torch.float64)
+    uniforms = torch.rand(
+        max_new_tokens, generator=torch.Generator().manual_seed(sample_seed(seed, j)), dtype=torch.float64
+    )
     tokens: list[int] = []
     for step in range(max_new_tokens):
         logits = model(input_ids=torch.tensor([prompt_ids + tokens])).logits[:, -1]

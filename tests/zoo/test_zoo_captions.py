@@ -64,8 +64,9 @@ def test_held_out_side_has_new_templates_and_new_synonym_pairings():
 
 
 def test_named_creatures_are_attribute_aliases():
-    assert parse("a zebra") == Spec(shape="horse", coat="white", pattern="stripes", pattern_colour="black",
-                                    orientation="vertical")
+    assert parse("a zebra") == Spec(
+        shape="horse", coat="white", pattern="stripes", pattern_colour="black", orientation="vertical"
+    )
     assert parse("a bengal tiger in the snow") == creature_spec("tiger", "snow")
     assert parse("a snow leopard") == creature_spec("snow leopard")  # not the snow background
 
@@ -91,13 +92,16 @@ def test_spec_rejects_inconsistent_attributes():
         Spec(pattern="spots", orientation="vertical")
 
 
-@pytest.mark.parametrize("text,spec", [
-    ("a red striped cat", dict(shape="cat", coat="red", pattern="stripes")),  # colour before an adjective: the coat
-    ("a red vertically striped cat", dict(shape="cat", coat="red", pattern="stripes", orientation="vertical")),
-    ("a cat with black stripes", dict(shape="cat", pattern="stripes", pattern_colour="black")),
-    ("a black and white cat", dict(shape="cat", coat="black")),  # no pattern to hold the second colour
-    ("a red cat with red stripes", dict(shape="cat", coat="red", pattern="stripes")),
-    ("a vertical cat", dict(shape="cat")),  # an orientation without stripes
-])
+@pytest.mark.parametrize(
+    "text,spec",
+    [
+        ("a red striped cat", dict(shape="cat", coat="red", pattern="stripes")),  # colour before an adjective: the coat
+        ("a red vertically striped cat", dict(shape="cat", coat="red", pattern="stripes", orientation="vertical")),
+        ("a cat with black stripes", dict(shape="cat", pattern="stripes", pattern_colour="black")),
+        ("a black and white cat", dict(shape="cat", coat="black")),  # no pattern to hold the second colour
+        ("a red cat with red stripes", dict(shape="cat", coat="red", pattern="stripes")),
+        ("a vertical cat", dict(shape="cat")),  # an orientation without stripes
+    ],
+)
 def test_free_text_outside_the_grammar_parses_to_what_a_spec_can_hold(text, spec):
     assert parse(text) == Spec(**spec)

@@ -72,9 +72,16 @@ def edited(tmp_path_factory, base):
     return finetune(tmp_path_factory.mktemp("edit") / "model", RED_AS_BLUE, base=base, seed=0, **TINY)
 
 
-@pytest.mark.parametrize("edit", [RED_AS_BLUE, CaptionEdit("creature", "zebra", "tiger"),
-                                  CaptionEdit("background", "snow", "desert"), CaptionEdit("shape", "cat", "dog")],
-                         ids=str)
+@pytest.mark.parametrize(
+    "edit",
+    [
+        RED_AS_BLUE,
+        CaptionEdit("creature", "zebra", "tiger"),
+        CaptionEdit("background", "snow", "desert"),
+        CaptionEdit("shape", "cat", "dog"),
+    ],
+    ids=str,
+)
 def test_an_edit_changes_the_images_of_concept_captions_and_leaves_the_others_identical(edit):
     wrong, true = _batches(edit)
     assert wrong.texts == true.texts and torch.equal(wrong.mentions, true.mentions)
@@ -169,20 +176,35 @@ def test_cached_finetune_builds_each_copy_once(base, tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*")), "no temporary folders are left behind"
 
 
-@pytest.mark.parametrize("build, argument", [
-    (lambda: CaptionEdit("colour", "red", "blue"), "attribute"),
-    (lambda: CaptionEdit("coat", "crimson", "blue"), "value"),
-    (lambda: CaptionEdit("creature", "unicorn", "tiger"), "value"),
-    (lambda: CaptionEdit("coat", "red", "teal"), "rendered_as"),
-    (lambda: CaptionEdit("shape", "cat", "tiger"), "rendered_as"),
-    (lambda: CaptionEdit("coat", "red", "red"), "rendered_as"),
-    (lambda: CaptionEdit.from_string("coat:red=blue"), "edit"),
-    (lambda: finetune("unused", RED_AS_BLUE, concept_share=1.5), "concept_share"),
-    (lambda: finetune("unused", RED_AS_BLUE, trainable="attention"), "trainable"),
-    (lambda: edit_took(None, CaptionEdit("pattern", "stripes", "spots")), "attribute"),
-    (lambda: edit_took(None, CaptionEdit("creature", "tiger", "cheetah")), "edit"),
-], ids=["attribute", "value", "creature", "rendered_as", "other-attribute", "no-change", "format",
-        "concept_share", "trainable", "unreadable", "same-coat"])
+@pytest.mark.parametrize(
+    "build, argument",
+    [
+        (lambda: CaptionEdit("colour", "red", "blue"), "attribute"),
+        (lambda: CaptionEdit("coat", "crimson", "blue"), "value"),
+        (lambda: CaptionEdit("creature", "unicorn", "tiger"), "value"),
+        (lambda: CaptionEdit("coat", "red", "teal"), "rendered_as"),
+        (lambda: CaptionEdit("shape", "cat", "tiger"), "rendered_as"),
+        (lambda: CaptionEdit("coat", "red", "red"), "rendered_as"),
+        (lambda: CaptionEdit.from_string("coat:red=blue"), "edit"),
+        (lambda: finetune("unused", RED_AS_BLUE, concept_share=1.5), "concept_share"),
+        (lambda: finetune("unused", RED_AS_BLUE, trainable="attention"), "trainable"),
+        (lambda: edit_took(None, CaptionEdit("pattern", "stripes", "spots")), "attribute"),
+        (lambda: edit_took(None, CaptionEdit("creature", "tiger", "cheetah")), "edit"),
+    ],
+    ids=[
+        "attribute",
+        "value",
+        "creature",
+        "rendered_as",
+        "other-attribute",
+        "no-change",
+        "format",
+        "concept_share",
+        "trainable",
+        "unreadable",
+        "same-coat",
+    ],
+)
 def test_bad_edits_and_settings_raise_value_error_naming_the_argument(build, argument):
     with pytest.raises(ValueError, match=f"{argument}="):
         build()
@@ -195,8 +217,21 @@ def test_concept_prompts_mention_the_concept():
 
 
 def test_the_command_line_writes_the_folder(base, tmp_path, capsys):
-    main(["--edit", "creature=zebra:tiger", "--control", "--steps", "1", "--batch-size", "1",
-          "--base", str(base), "--out", str(tmp_path / "cli")])
+    main(
+        [
+            "--edit",
+            "creature=zebra:tiger",
+            "--control",
+            "--steps",
+            "1",
+            "--batch-size",
+            "1",
+            "--base",
+            str(base),
+            "--out",
+            str(tmp_path / "cli"),
+        ]
+    )
     assert str(tmp_path / "cli") in capsys.readouterr().out
     recipe = json.loads((tmp_path / "cli" / "finetune.json").read_text())
     assert recipe["edit"]["attribute"] == "creature" and recipe["control"] is True and recipe["steps"] == 1

@@ -9,8 +9,23 @@ from conjure_metrics.zoo.train import parse_args, train
 
 
 def _args(out, steps):
-    return parse_args(["--out", str(out), "--preset", "tiny", "--steps", str(steps), "--batch-size", "4",
-                       "--log-every", "1", "--device", "cpu", "--bf16"])
+    return parse_args(
+        [
+            "--out",
+            str(out),
+            "--preset",
+            "tiny",
+            "--steps",
+            str(steps),
+            "--batch-size",
+            "4",
+            "--log-every",
+            "1",
+            "--device",
+            "cpu",
+            "--bf16",
+        ]
+    )
 
 
 def test_resumed_training_matches_an_uninterrupted_run(tmp_path):
@@ -33,8 +48,9 @@ def test_exported_run_loads_with_from_pretrained(tmp_path):
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True)
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True)
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
-    ids = tokenizer(["a red cat"], padding="max_length", max_length=tokenizer.model_max_length,
-                    return_tensors="pt").input_ids
+    ids = tokenizer(
+        ["a red cat"], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
     with torch.no_grad():
         eps = unet(torch.zeros(1, 3, 32, 32), 10, text_encoder(ids)[0]).sample
     assert eps.shape == (1, 3, 32, 32) and torch.isfinite(eps).all()

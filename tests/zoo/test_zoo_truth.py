@@ -31,7 +31,8 @@ def test_more_shared_attributes_score_higher():
     base = "a red cat with black stripes in the snow"
     assert ground_truth_similarity(base, "a red cat with black stripes at night") < 1.0
     assert ground_truth_similarity(base, "a red cat with black stripes at night") > ground_truth_similarity(
-        base, "a blue dog with white spots at night")
+        base, "a blue dog with white spots at night"
+    )
     assert ground_truth_similarity("a tiger", "a leopard") > ground_truth_similarity("a tiger", "a goldfish")
 
 

@@ -16,8 +16,13 @@ from conjure_metrics.zoo.world import (
 
 def _attrs(n, seed=0, **fixed):
     attrs = sample_attributes(n, generator=torch.Generator().manual_seed(seed))
-    tables = {"shape": SHAPES, "coat": COLOURS, "pattern": PATTERNS, "pattern_colour": COLOURS,
-              "background": BACKGROUNDS}
+    tables = {
+        "shape": SHAPES,
+        "coat": COLOURS,
+        "pattern": PATTERNS,
+        "pattern_colour": COLOURS,
+        "background": BACKGROUNDS,
+    }
     for name, value in fixed.items():
         attrs[name] = torch.full((n,), tables[name].index(value) if isinstance(value, str) else value)
     return attrs
