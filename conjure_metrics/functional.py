@@ -15,7 +15,7 @@ from conjure_metrics.denoisers.protocol import Denoiser
 from conjure_metrics.estimator import JeffreysTerms, jeffreys_terms
 from conjure_metrics.settings import ConjureSettings, comparison_mode
 from conjure_metrics.validation import check_progress_bar, check_prompts
-from conjure_metrics.weighting import Weighting, counted_steps
+from conjure_metrics.weighting import Weighting, counted_steps, step_weights
 
 
 def divergence_to_similarity(divergence: Tensor) -> Tensor:
@@ -157,6 +157,16 @@ def check_chain_settings(denoiser: Denoiser, settings: ConjureSettings) -> None:
         raise ValueError(
             "weighting='girsanov' needs stochastic steps (above the noise floor): a deterministic "
             "sampler has no finite path KL; use weighting='simple' or an ancestral sampler"
+        )
+    # A flow model's first step starts from pure noise, where a velocity difference is no noise-prediction
+    # difference (factor 0): with few steps and a floor it can be the only step left, and every pair
+    # would score exactly 0 without a word.
+    if not (step_weights(chain, str(settings.weighting), 1, counted) > 0).any():
+        raise ValueError(
+            f"num_steps={int(settings.num_steps)} with min_noise={settings.min_noise} and "
+            f"min_timestep={settings.min_timestep} leaves only steps that weighting={settings.weighting!r} gives "
+            "weight 0 (this model's first step starts from pure noise, where no difference of its outputs is a "
+            "difference of noise predictions); use more steps or a lower min_noise"
         )
 
 

@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 import torch
-from helpers import gaussian_model
+from helpers import flow_gaussian_model, gaussian_model
 
 from conjure_metrics import ConjureSettings, ConjureSimilarity, conjure_similarity
 from conjure_metrics.chains import cosine_betas, ddpm_chain, leading_timesteps, linear_betas
@@ -139,3 +139,14 @@ def test_misspelt_setting_with_a_model_object_is_not_taken_for_a_loading_option(
         conjure_similarity(["tiger"], ["zebra"], gaussian_model(), num_step=3)
     with pytest.raises(TypeError, match="'guidance'"):
         ConjureSimilarity(gaussian_model(), load_kwargs={"guidance": 2.0})
+
+
+def test_a_floor_that_leaves_only_the_pure_noise_step_of_a_flow_model_is_refused():
+    # At sigma = 1 a velocity difference is no noise-prediction difference: 'simple' weighs that step 0, and
+    # with 3 steps (SD3's shifted schedule) the other two land below the floor, so every pair would score 0.
+    model = flow_gaussian_model()
+    chain = model.reverse_chain(3)
+    assert counted_steps(chain, 0.2).any() and step_weights(chain, "simple", 1, counted_steps(chain, 0.2)).sum() == 0
+    with pytest.raises(ValueError, match="weight 0.*more steps or a lower min_noise"):
+        conjure_similarity(["tiger"], ["zebra"], model, num_steps=3, min_noise=0.2, num_samples=1)
+    assert conjure_similarity(["tiger"], ["zebra"], model, num_steps=3, num_samples=1).divergence[0] > 0
