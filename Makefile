@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test docs lint typecheck format clean
+.PHONY: setup demo test test-fast docs lint typecheck format clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# For the edit-test loop: everything but the tests marked slow (statistical checks, the LoRA demo,
+# benchmark smoke runs, multi-process training). CI runs the whole suite (`make test`).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 # The documentation site, built strictly (any warning fails), into ./site.
 docs: setup

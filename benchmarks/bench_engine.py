@@ -85,11 +85,11 @@ def measure(config: dict) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     # The naive loop is the tests' oracle (tests/naive_reference.py): the baseline here is the very
     # loop the engine is checked against, not a copy that could drift from it.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench_gpu import unet_ceiling
-    from naive_reference import naive_divergence
 
     from conjure_metrics import jeffreys_terms
+    from tests.naive_reference import naive_divergence
 
     torch.manual_seed(0)
     denoiser = InstrumentedDenoiser(_load(config["model"], config.get("dtype", "float32")))

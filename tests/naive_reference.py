@@ -42,7 +42,7 @@ def naive_divergence(
     """Per-sample Jeffreys estimates ``(num_samples,)`` of one pair (float64).
 
     Example:
-        >>> from helpers import gaussian_model
+        >>> from tests.helpers import gaussian_model
         >>> samples = naive_divergence("tiger", "zebra", gaussian_model(), num_steps=3, num_samples=2,
         ...                            guidance_scale=1.0, seed=0)
         >>> samples.shape, bool((samples > 0).all())

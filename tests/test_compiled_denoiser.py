@@ -5,10 +5,10 @@ import pickle
 
 import pytest
 import torch
-from helpers import gaussian_model
 
 from conjure_metrics import CompiledDenoiser, ConjureSimilarity, conjure_similarity, jeffreys_terms
 from conjure_metrics.denoisers.instrumented import InstrumentedDenoiser
+from tests.helpers import gaussian_model
 
 
 class ShapeRecorder:

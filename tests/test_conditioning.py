@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from helpers import gaussian_model
 
 from conjure_metrics import CallableDenoiser, CompiledDenoiser, jeffreys_terms
 from conjure_metrics.conditioning import concat_rows, pad_rows, repeat_rows, select_rows
+from tests.helpers import gaussian_model
 
 SETTINGS = dict(num_steps=5, num_samples=3, guidance_scale=3.0, seed=2, max_batch_size=7)
 PROMPTS_A, PROMPTS_B = ["tiger", "zebra", "tiger"], ["zebra", "fox", "fox"]

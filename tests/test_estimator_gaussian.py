@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from helpers import gaussian_model
 
 from conjure_metrics import conjure_similarity, jeffreys_terms
 from conjure_metrics.denoisers.instrumented import InstrumentedDenoiser
+from tests.helpers import gaussian_model
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])

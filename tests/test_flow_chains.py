@@ -3,10 +3,10 @@
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
-from helpers import flow_gaussian_model
 
 from conjure_metrics import conjure_similarity, jeffreys_terms
 from conjure_metrics.chains_flow import flow_ancestral_chain, flow_ode_chain, flow_sde_chain, flow_sigmas
+from tests.helpers import flow_gaussian_model
 
 SHAPE = (2, 4, 8, 8)
 SCHEDULES = {"static shift": {"shift": 3.0}, "dynamic shift": {"mu": 1.15}}

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import PROMPTS, assert_same_state, gaussian_model, snapshot_state
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conjure_metrics import ConjureSimilarity, conjure_similarity, explain
 from conjure_metrics.settings import MAX_NUM_SAMPLES, MAX_NUM_STEPS, ConjureSettings
+from tests.helpers import PROMPTS, assert_same_state, gaussian_model, snapshot_state
 
 HARD_LIMIT_S = 20  # a call that takes this long counts as a hang (every valid example here takes < 1 s)
 FUZZ = settings(

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from helpers import flow_gaussian_model
 
 from conjure_metrics import CompiledDenoiser, jeffreys_terms
 from conjure_metrics.denoisers.protocol import guidance_mode
+from tests.helpers import flow_gaussian_model
 
 SETTINGS = dict(num_steps=5, num_samples=3, seed=4)
 PROMPTS_A, PROMPTS_B = ["tiger", "zebra"], ["fox", "cat"]

@@ -10,9 +10,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import gaussian_model
 
 from conjure_metrics import ConjureSimilarity, DiffusersDenoiser, conjure_similarity
+from tests.helpers import gaussian_model
 
 pytestmark = pytest.mark.slow
 

@@ -223,8 +223,8 @@ _DDP_SCRIPT = """
 import json, sys
 import lightning as L
 import torch
-sys.path.insert(0, {tests!r})
-from test_lightning_drift import GROUPS, PROMPTS, QUIET, SETTINGS, Trainee
+sys.path.insert(0, {root!r})
+from tests.test_lightning_drift import GROUPS, PROMPTS, QUIET, SETTINGS, Trainee
 from conjure_metrics.lightning_drift import ConceptDrift
 
 torch.manual_seed(0)
@@ -245,7 +245,7 @@ if trainer.global_rank == 0:
 def test_two_ddp_ranks_log_what_one_process_logs(tmp_path):
     out = tmp_path / "ddp.json"
     script = tmp_path / "fit_ddp.py"
-    script.write_text(_DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(out)))
+    script.write_text(_DDP_SCRIPT.format(root=str(Path(__file__).resolve().parents[1]), out=str(out)))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     done = subprocess.run(
         [sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300

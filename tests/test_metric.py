@@ -4,10 +4,10 @@ tests/test_pair_metric_contract.py."""
 
 import pytest
 import torch
-from helpers import gaussian_model
 
 from conjure_metrics import CallableDenoiser, ConjureSimilarity, DiffusersDenoiser, conjure_similarity
 from conjure_metrics.tiny import build_tiny_components
+from tests.helpers import gaussian_model
 
 A, B = ["tiger", "fox", "cat"], ["zebra", "cat", "cat"]
 SETTINGS = dict(num_steps=6, num_samples=4, guidance_scale=2.0, seed=1)

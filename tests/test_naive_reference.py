@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from helpers import flow_gaussian_model, gaussian_model
-from naive_reference import naive_divergence
 
 from conjure_metrics import DiffusersDenoiser, jeffreys_terms
 from conjure_metrics.tiny import build_tiny_components
+from tests.helpers import flow_gaussian_model, gaussian_model
+from tests.naive_reference import naive_divergence
 
 PAIRS = [("tiger", "zebra"), ("fox", "fox")]
 SETTINGS = dict(num_steps=5, num_samples=3, guidance_scale=2.0, seed=9)

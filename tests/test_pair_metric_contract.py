@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 import torch
 import torch.multiprocessing as mp
-from distributed_worker import run
-from helpers import assert_same_state, free_port, gaussian_model, snapshot_state
-from naive_reference import naive_divergence
-from trajectory.trajectory_helpers import naive_continuation, naive_log_likelihood, tiny_lm, tiny_tokenizer
 
 from conjure_metrics import ConjureSimilarity, conjure_similarity
 from conjure_metrics.accumulators import PairSimilarityMetric, _model_device
 from conjure_metrics.trajectory import TrajectorySimilarity, trajectory_similarity
 from conjure_metrics.trajectory.estimator import encode_prompt
+from tests.distributed_worker import run
+from tests.helpers import assert_same_state, free_port, gaussian_model, snapshot_state
+from tests.naive_reference import naive_divergence
+from tests.trajectory.helpers import naive_continuation, naive_log_likelihood, tiny_lm, tiny_tokenizer
 
 CONJURE_SETTINGS = dict(num_steps=6, num_samples=4, guidance_scale=2.0, seed=1)
 TRAJECTORY_SETTINGS = dict(num_continuations=4, max_new_tokens=6, seed=3)

@@ -4,13 +4,13 @@ import argparse
 
 import pytest
 import torch
-from helpers import flow_gaussian_model, gaussian_model
 
 from conjure_metrics import ConjureSettings, ConjureSimilarity, conjure_similarity
 from conjure_metrics.chains import cosine_betas, ddpm_chain, leading_timesteps, linear_betas
 from conjure_metrics.cli.options import add_settings_arguments, settings_from_args
 from conjure_metrics.settings import MODEL_DEFAULTS, PROMPT_DEFAULTS
 from conjure_metrics.weighting import counted_steps, step_weights
+from tests.helpers import flow_gaussian_model, gaussian_model
 
 SETTINGS = dict(num_steps=6, num_samples=3, guidance_scale=2.0, seed=1)
 

@@ -4,10 +4,10 @@ import sys
 from pathlib import Path
 
 import torch
-from helpers import gaussian_model
 
 from conjure_metrics import jeffreys_terms
 from conjure_metrics.denoisers.instrumented import InstrumentedDenoiser
+from tests.helpers import gaussian_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from variance_study import integer_counts, midpoint_weight_relative_variance, nested_variance, rows_for  # noqa: E402

@@ -14,11 +14,11 @@ import shutil
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers import free_port
 
 from conjure_metrics import ConjureSimilarity, conjure_similarity, explain
 from conjure_metrics.cli import main
 from conjure_metrics.tiny import save_tiny_model
+from tests.helpers import free_port
 
 FAMILIES = ["sd", "sdxl", "sd3", "flux", "pixart"]
 SETTINGS = dict(num_steps=3, num_samples=2, guidance_scale=2.0)

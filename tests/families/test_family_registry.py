@@ -5,13 +5,13 @@ import shutil
 
 import pytest
 import torch
-from helpers import gaussian_model
 
 from conjure_metrics import ConjureSimilarity, DiffusersDenoiser, conjure_similarity, explain
 from conjure_metrics.cli import main
 from conjure_metrics.denoisers.loading import load_denoiser
 from conjure_metrics.denoisers.registry import FAMILIES, UnsupportedModelError, adapter_for
 from conjure_metrics.tiny import build_tiny_components, save_tiny_model
+from tests.helpers import gaussian_model
 
 # girsanov: its step weights come from the chain, so samplers give clearly different numbers even on a
 # random tiny model (whose simple ||Δε||² hardly depends on the state).

@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch.multiprocessing as mp
-from helpers import free_port
-from sts_distributed_worker import run
 
 from conjure_metrics.sts.cli import main
+from tests.helpers import free_port
+from tests.sts.distributed_worker import run
 
 
 @pytest.fixture(scope="module")

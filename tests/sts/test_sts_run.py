@@ -5,12 +5,12 @@ import math
 
 import numpy as np
 import pytest
-from sts_helpers import FAST, line_dataset, line_model
 
 from conjure_metrics.functional import score_pairs
 from conjure_metrics.sts import SimilarityDataset, run_benchmark
 from conjure_metrics.sts import run as run_module
 from conjure_metrics.sts.stats import bootstrap_replicates, correlations, interval
+from tests.sts.helpers import FAST, line_dataset, line_model
 
 
 class _Interrupt(Exception):

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from trajectory_helpers import SETTINGS, A, B, naive_continuation, naive_log_likelihood, tiny_lm, tiny_tokenizer
 
 from conjure_metrics.trajectory import trajectory_similarity, trajectory_terms
 from conjure_metrics.trajectory.estimator import encode_prompt
 from conjure_metrics.trajectory.sampling import continuation_log_likelihoods
+from tests.trajectory.helpers import SETTINGS, A, B, naive_continuation, naive_log_likelihood, tiny_lm, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@ What every pair metric does (states, casts, copies, rejected calls, DDP) is in t
 
 import pytest
 import torch
-from trajectory_helpers import SETTINGS, A, B, tiny_lm, tiny_tokenizer
 
 from conjure_metrics.trajectory import TrajectorySimilarity, trajectory_similarity
+from tests.trajectory.helpers import SETTINGS, A, B, tiny_lm, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
