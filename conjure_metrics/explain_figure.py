@@ -9,7 +9,21 @@ import torch
 if TYPE_CHECKING:
     from conjure_metrics.explain import Explanation
 
-ROW_LABELS = ("traj. A: x̂₀ | A", "traj. A: x̂₀ | B", "traj. B: x̂₀ | A", "traj. B: x̂₀ | B")
+# Plain words first (a newcomer reads these), the notation of docs/method.md after.
+ROW_LABELS = (
+    "A's path,\ndenoised by A\n(x̂₀ | A)",
+    "A's path,\ndenoised by B\n(x̂₀ | B)",
+    "B's path,\ndenoised by A\n(x̂₀ | A)",
+    "B's path,\ndenoised by B\n(x̂₀ | B)",
+)
+DIFFERENCE_LABELS = ("difference\non A's path", "difference\non B's path")
+CAPTION = (
+    "A and B start from the same noise. Each column is one reverse step, from noise (left) to image (right); each "
+    "picture is the clean image predicted at that step. A's path is driven by A; on it, the rows show what A and "
+    "what B would make of the same state (then likewise on B's path). Difference rows: mean absolute pixel "
+    "difference of the two predictions, on the colour scale at the right. Bars: how much each step adds to the "
+    "divergence along each path; red frames mark the largest."
+)
 
 
 def explanation_figure(explanation: Explanation, weighting: str = "simple", highlight: int = 2) -> Any:
@@ -36,8 +50,10 @@ def explanation_figure(explanation: Explanation, weighting: str = "simple", high
     images = explanation.denoised  # (trajectory, prompt, step, 3, H, W)
     steps = images.shape[2]
     contributions = explanation.contributions[weighting]  # (2, steps)
-    figure = plt.figure(figsize=(1.2 * steps + 1.6, 9.2))
-    grid = figure.add_gridspec(7, steps, height_ratios=[1, 1, 1, 1, 1, 1, 1.6], hspace=0.12, wspace=0.05)
+    figure = plt.figure(figsize=(1.2 * steps + 2.2, 10.4))
+    grid = figure.add_gridspec(
+        7, steps, height_ratios=[1, 1, 1, 1, 1, 1, 1.6], hspace=0.12, wspace=0.05, bottom=0.12, top=0.93, right=0.9
+    )
     top = torch.topk(contributions.flatten(), k=min(highlight, contributions.numel())).indices.tolist()
     framed = {(i // steps, i % steps) for i in top if contributions.flatten()[i] > 0}
 
@@ -48,22 +64,31 @@ def explanation_figure(explanation: Explanation, weighting: str = "simple", high
             ax.imshow(images[trajectory, prompt, step].permute(1, 2, 0).numpy(), interpolation="nearest")
             _bare(ax, framed_red=(trajectory, step) in framed)
             if step == 0:
-                ax.set_ylabel(ROW_LABELS[row], rotation=0, ha="right", va="center", fontsize=8)
+                ax.set_ylabel(ROW_LABELS[row], rotation=0, ha="right", va="center", fontsize=7)
             if row == 0:
                 ax.set_title(f"t={int(explanation.timesteps[step])}", fontsize=8)
+    scale = float(explanation.difference.max()) or 1.0
+    maps = []
     for trajectory in range(2):
         for step in range(steps):
             ax = figure.add_subplot(grid[4 + trajectory, step])
-            ax.imshow(
+            maps.append(ax)
+            shown = ax.imshow(
                 explanation.difference[trajectory, step].numpy(),
                 cmap="magma",
                 vmin=0,
-                vmax=float(explanation.difference.max()) or 1.0,
+                vmax=scale,
                 interpolation="nearest",
             )
             _bare(ax, framed_red=(trajectory, step) in framed)
             if step == 0:
-                ax.set_ylabel(f"|A − B|, traj. {'AB'[trajectory]}", rotation=0, ha="right", va="center", fontsize=8)
+                ax.set_ylabel(DIFFERENCE_LABELS[trajectory], rotation=0, ha="right", va="center", fontsize=7)
+    # One colour scale for both difference rows, beside them (a colorbar sharing their grid would narrow them).
+    top, bottom = maps[steps - 1].get_position(), maps[-1].get_position()
+    scale_axis = figure.add_axes((top.x1 + 0.01, bottom.y0, 0.012, top.y1 - bottom.y0))
+    figure.colorbar(shown, cax=scale_axis)
+    scale_axis.tick_params(labelsize=6)
+    scale_axis.set_ylabel("|A − B|", fontsize=7)
 
     strip = figure.add_subplot(grid[6, :])
     positions = torch.arange(steps).float()
@@ -85,6 +110,7 @@ def explanation_figure(explanation: Explanation, weighting: str = "simple", high
     strip.legend(fontsize=7, loc="upper left")
     strip.tick_params(labelsize=7)
     divergence = explanation.divergence[weighting]
+    figure.text(0.02, 0.01, CAPTION, fontsize=7, wrap=True, va="bottom", ha="left", color="0.25")
     figure.suptitle(
         f"“{explanation.prompt_a}” (A) vs “{explanation.prompt_b}” (B): {weighting} J = {divergence:.4g}, "
         f"similarity {1 / (1 + divergence):.3f}",
