@@ -362,6 +362,27 @@ def test_a_finished_run_loads_no_model_when_run_again(models, tmp_path, monkeypa
     assert loads == [] and _numbers(again) == _numbers(first) and again.reused == 8
 
 
+@pytest.mark.parametrize(
+    "damage", [{"samples": None}, {"samples": [0.1]}, {"samples": ["abc", 0.2]}, {"stderr": "n/a"}], ids=str
+)
+def test_a_results_record_without_usable_samples_is_scored_again(models, tmp_path, monkeypatch, damage):
+    results = tmp_path / "results.jsonl"
+    first = _run_api(models, monkeypatch, _CountingScorer(), results_path=results)
+    lines = results.read_text().splitlines()
+    record = json.loads(lines[0])
+    for name, value in damage.items():
+        if value is None:
+            del record[name]
+        else:
+            record[name] = value
+    results.write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+    scorer = _CountingScorer()
+    with pytest.warns(UserWarning, match=r"results.jsonl:1\b"):
+        again = _run_api(models, monkeypatch, scorer, results_path=results)
+    assert scorer.calls == 1 and (again.computed, again.reused) == (1, 7)
+    assert _numbers(again) == _numbers(first)
+
+
 def test_results_of_other_settings_or_a_resaved_checkpoint_are_not_reused(models, tmp_path, monkeypatch):
     copy = shutil.copytree(models["checkpoint-100"], tmp_path / "checkpoint-100")
     models = dict(models, copy=copy)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
@@ -159,7 +159,7 @@ def drift_report(
     record = settings.record(exclude=("target_stderr", "max_samples"))
     results_settings = _results_settings(model_identity(base, base_name), record, load_kwargs)
     store = ResultsFile(results_path) if results_path is not None else None
-    done = store.read(results_settings) if store is not None else {}
+    done = store.read(results_settings, _complete_record(settings.num_samples)) if store is not None else {}
     keys = {
         (name, prompt): pair_fingerprint(model_identity(model, name), prompt)
         for model, name in zip(checkpoints, names)
@@ -244,7 +244,9 @@ def _score_chunk(
 ) -> list[dict[str, Any]]:
     """Each prompt's drift, standard error, similarity and per-sample estimates, as plain values."""
     result = score_pairs(prompts, prompts, base, checkpoint, settings, progress_bar=False)
-    per_sample = result.terms.samples(result.settings.weighting)
+    weighting = result.settings.weighting
+    assert weighting is not None  # score_pairs filled in the mode's default
+    per_sample = result.terms.samples(weighting)
     return [
         {
             "prompt": prompt,
@@ -263,6 +265,24 @@ def _checked_checkpoints(checkpoints: Any) -> list[ModelLike]:
     if not checkpoints:
         raise ValueError("give at least one checkpoint to compare with the base")
     return list(checkpoints)
+
+
+def _complete_record(num_samples: int) -> Callable[[dict[str, Any]], bool]:
+    """Whether a results record holds what a drift row needs: every sample's estimate and the stderr."""
+
+    def finite(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    def complete(record: dict[str, Any]) -> bool:
+        samples, stderr = record.get("samples"), record.get("stderr")
+        return (
+            isinstance(samples, list)
+            and len(samples) == num_samples
+            and all(finite(value) for value in samples)
+            and (stderr is None or finite(stderr))
+        )
+
+    return complete
 
 
 def _checked_names(checkpoints: list[ModelLike], names: Sequence[str] | None) -> list[str]:

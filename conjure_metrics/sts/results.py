@@ -15,7 +15,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,12 @@ class ResultsFile:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
 
-    def read(self, settings: str) -> dict[str, dict[str, Any]]:
-        """Records written under ``settings``, by :func:`record_key` (later lines win)."""
+    def read(
+        self, settings: str, complete: Callable[[dict[str, Any]], bool] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Records written under ``settings``, by :func:`record_key` (later lines win). A line that is not
+        JSON, lacks finite scores or fails ``complete`` (a reader's own fields) is skipped with a warning
+        naming the file and line, so that its pair is scored again."""
         if not self.path.exists():
             return {}
         if not self.path.is_file():
@@ -76,7 +80,7 @@ class ResultsFile:
             except (json.JSONDecodeError, KeyError, TypeError):
                 unreadable.append(number)
                 continue
-            if not isinstance(key, str) or not _holds_scores(record):
+            if not isinstance(key, str) or not _holds_scores(record) or (complete is not None and not complete(record)):
                 unreadable.append(number)
                 continue
             if record.get("settings") == settings:
