@@ -33,11 +33,12 @@ docs: setup
 	$(PY) -m pip install -q -e ".[docs]"
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
 
-# Style and static checks: ruff (lint + formatting) as CI runs them; `make format` rewrites in place.
+# Style and static checks as CI runs them: ruff (lint + formatting) and mypy; `make format` rewrites in place.
 lint: setup
 	$(PY) -m pip install -q -e ".[lint]"
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: setup
 	$(PY) -m pip install -q -e ".[lint]"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -148,7 +148,7 @@ class PairSimilarityMetric(Metric):
         # so Lightning's precision="bf16-true" (module.to(dtype)) cannot round the float64 sums.
         states = tuple(self._defaults)
         device_before = self._device
-        this = super()._apply(fn, exclude_state=tuple(exclude_state) + states)
+        this = cast(PairSimilarityMetric, super()._apply(fn, exclude_state=tuple(exclude_state) + states))
         device = this._device
         for name in states:
             this._defaults[name] = _to_device(this._defaults[name], device)
@@ -173,7 +173,7 @@ class PairSimilarityMetric(Metric):
             if model is not None and _model_device(model) != device:
                 model.to(device)
 
-    def _sync_dist(self, dist_sync_fn: Callable = None, process_group: Any | None = None) -> None:
+    def _sync_dist(self, dist_sync_fn: Callable | None = None, process_group: Any | None = None) -> None:
         # A rank that saw no pair must still send float64 (torchmetrics would send an empty
         # tensor of the metric's default dtype, which mismatches the other ranks' float64).
         for name in _PAIR_STATES:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
 
-from conjure_metrics.chains import ReverseChain, ddim_chain, ddpm_chain, leading_timesteps
+from conjure_metrics.chains import PredictionType, ReverseChain, ddim_chain, ddpm_chain, leading_timesteps
 from conjure_metrics.chains_flow import (
     DEFAULT_FLOW_NOISE_LEVEL,
     flow_ancestral_chain,
@@ -189,7 +190,7 @@ class GaussianConditionals(_AnalyticConditionals):
         super().__init__(means, variances)
         self.alphas_cumprod = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
         self.sampler, self.eta, self.steps_offset = sampler, eta, steps_offset
-        self.prediction_type = prediction_type
+        self.prediction_type: PredictionType = cast(PredictionType, prediction_type)  # checked just above
 
     def reverse_chain(self, num_steps: int) -> ReverseChain:
         timesteps = leading_timesteps(num_steps, len(self.alphas_cumprod), self.steps_offset)

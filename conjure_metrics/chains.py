@@ -149,7 +149,7 @@ def _output_conversions(chain: ReverseChain, prediction_type: str) -> tuple[Tens
     return scale, a, scale, -b  # flow velocity u = eps - x0 with a + b = 1
 
 
-def _for_prediction_type(eps_chain: ReverseChain, prediction_type: str) -> ReverseChain:
+def _for_prediction_type(eps_chain: ReverseChain, prediction_type: PredictionType) -> ReverseChain:
     """The same sampler, driven by a model that outputs ``prediction_type`` instead of noise.
 
     Substituting ``eps = c0 * x + c1 * output`` into the noise-predicting step keeps every step's

@@ -11,7 +11,7 @@ same way. Pure torch.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Union
+from typing import Union, cast
 
 import torch
 from torch import Tensor
@@ -27,7 +27,8 @@ def _map(function: Callable[..., Tensor], *structures: Conditioning) -> Conditio
     if isinstance(first, Tensor):
         return function(*structures)
     if isinstance(first, Mapping):
-        return {key: _map(function, *(s[key] for s in structures)) for key in first}
+        mappings = [cast(Mapping[str, Conditioning], s) for s in structures]
+        return {key: _map(function, *(m[key] for m in mappings)) for key in first}
     if isinstance(first, (tuple, list)):
         return type(first)(_map(function, *items) for items in zip(*structures))
     raise TypeError(f"conditioning must be a tensor or a dict, tuple or list of tensors, got {type(first).__name__}")

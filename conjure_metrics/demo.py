@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{used.num_samples} samples, guidance {used.guidance_scale}, seed {used.seed})"
     )
     print(format_table(args.prompts, similarity, stderr))
-    best = max(pairs, key=similarity.get)
+    best = max(pairs, key=similarity.__getitem__)
     print(f"most similar: {args.prompts[best[0]]!r} ~ {args.prompts[best[1]]!r}")
     return 0
 

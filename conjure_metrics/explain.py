@@ -199,8 +199,8 @@ def explain_with(
     # A sampler without stochastic steps (counted) has no finite path KL: no girsanov view, as in the metric.
     stochastic = denoiser_a.reverse_chain(int(settings.num_steps)).stochastic.cpu() & terms.counted_steps.cpu()
     weightings = WEIGHTINGS if bool(stochastic.any()) else tuple(w for w in WEIGHTINGS if w != "girsanov")
-    contributions = {w: terms.contributions(w)[0].mean(dim=0) for w in weightings}
-    divergence = {w: float(terms.divergence(w)[0]) for w in weightings}
+    contributions: dict[str, Tensor] = {w: terms.contributions(w)[0].mean(dim=0) for w in weightings}
+    divergence: dict[str, float] = {w: float(terms.divergence(w)[0]) for w in weightings}
     difference = (pixels[:, 0] - pixels[:, 1]).abs().mean(dim=2)
     return Explanation(
         prompt_a,

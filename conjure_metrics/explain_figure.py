@@ -84,8 +84,8 @@ def explanation_figure(explanation: Explanation, weighting: str = "simple", high
             if step == 0:
                 ax.set_ylabel(DIFFERENCE_LABELS[trajectory], rotation=0, ha="right", va="center", fontsize=7)
     # One colour scale for both difference rows, beside them (a colorbar sharing their grid would narrow them).
-    top, bottom = maps[steps - 1].get_position(), maps[-1].get_position()
-    scale_axis = figure.add_axes((top.x1 + 0.01, bottom.y0, 0.012, top.y1 - bottom.y0))
+    upper, lower = maps[steps - 1].get_position(), maps[-1].get_position()
+    scale_axis = figure.add_axes((upper.x1 + 0.01, lower.y0, 0.012, upper.y1 - lower.y0))
     figure.colorbar(shown, cax=scale_axis)
     scale_axis.tick_params(labelsize=6)
     scale_axis.set_ylabel("|A − B|", fontsize=7)

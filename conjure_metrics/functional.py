@@ -184,6 +184,8 @@ def score_pairs(
     Unset ``weighting`` / ``min_noise`` take the defaults of the comparison's mode.
     """
     settings = settings.for_mode(comparison_mode(denoiser_b, denoiser_a))
+    weighting = settings.weighting
+    assert weighting is not None  # for_mode filled in the mode's default
     check_chain_settings(denoiser_a, settings)
     estimator = dict(settings.estimator_kwargs(), progress_bar=progress_bar)
     if settings.target_stderr is None:
@@ -196,10 +198,8 @@ def score_pairs(
             denoiser_a,
             denoiser_b,
             target_stderr=float(settings.target_stderr),
-            weighting=settings.weighting,
+            weighting=weighting,
             **estimator,
         )
-    divergence = terms.divergence(settings.weighting)
-    return ConjureResult(
-        divergence_to_similarity(divergence), divergence, terms.stderr(settings.weighting), terms, settings
-    )
+    divergence = terms.divergence(weighting)
+    return ConjureResult(divergence_to_similarity(divergence), divergence, terms.stderr(weighting), terms, settings)

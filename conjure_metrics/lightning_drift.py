@@ -241,8 +241,11 @@ class ConceptDrift(L.Callback):
 
     def _score(self, prompts: list[str], trained: Denoiser) -> dict[tuple[str, str], dict[str, Any]]:
         # The same computation, per prompt, as drift_report's (score_pairs of base vs checkpoint).
+        assert self._start is not None  # measure() checked it
         result = score_pairs(prompts, prompts, self._start, trained, self.settings, progress_bar=False)
-        per_sample = result.terms.samples(result.settings.weighting)
+        weighting = result.settings.weighting
+        assert weighting is not None  # score_pairs filled in the mode's default
+        per_sample = result.terms.samples(weighting)
         stderr = [float(s) for s in result.stderr]
         return {
             (_TRAINED_NAME, prompt): {

@@ -135,10 +135,14 @@ class ConjureSimilarity(PairSimilarityMetric):
 
         check_prompts([prompt_a], [prompt_b])
         check_sample_index(sample_index, self.settings.num_samples)
-        return explain_with(prompt_a, prompt_b, *self._models, self.settings, sample_index=sample_index)
+        denoiser_a, denoiser_b = self._models
+        return explain_with(prompt_a, prompt_b, denoiser_a, denoiser_b, self.settings, sample_index=sample_index)
 
     def update(self, prompts_a: Sequence[str], prompts_b: Sequence[str]) -> None:
         """Score a batch of pairs ``(prompts_a[i], prompts_b[i])`` and accumulate the results."""
         prompts_a, prompts_b = check_prompts(prompts_a, prompts_b)
-        result = score_pairs(prompts_a, prompts_b, *self._models, self.settings, progress_bar=self.progress_bar)
+        denoiser_a, denoiser_b = self._models
+        result = score_pairs(
+            prompts_a, prompts_b, denoiser_a, denoiser_b, self.settings, progress_bar=self.progress_bar
+        )
         self._accumulate(result.similarity, result.divergence, result.stderr)

@@ -35,7 +35,7 @@ from torch import Tensor
 from conjure_metrics.chains import ReverseChain
 
 Weighting = Literal["simple", "girsanov", "min_snr"]
-WEIGHTINGS: tuple[str, ...] = ("simple", "girsanov", "min_snr")
+WEIGHTINGS: tuple[Weighting, ...] = ("simple", "girsanov", "min_snr")
 
 MIN_SNR_GAMMA = 5.0
 

@@ -9,7 +9,7 @@ call to a fixed number of rows keeps the shape static; the padding rows cost com
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -95,7 +95,9 @@ class CompiledDenoiser:
         # Every input goes through the same concatenation, even with nothing to pad, so that all
         # calls hand the compiled graph the same kind of tensor (under inference mode, fresh
         # tensors are inference tensors; views of outside tensors are not, and would recompile).
-        x, timesteps, conditioning = (pad_rows(v, missing) for v in (x, timesteps, conditioning))
+        x = cast(Tensor, pad_rows(x, missing))  # a tensor pads to a tensor
+        timesteps = cast(Tensor, pad_rows(timesteps, missing))
+        conditioning = pad_rows(conditioning, missing)
         out = self._predict(x, timesteps, conditioning, **options)
         # CUDA graphs reuse their output buffers on the next replay: copy out before returning.
         return out[: self.batch_size - missing].clone()

@@ -67,10 +67,10 @@ class DiffusersDenoiser(SamplerChoice):
             vae,
         )
         self.sampler, self.eta = sampler, eta
-        config = unet.config
+        config: Any = unet.config  # a diffusers model's config (attribute access), untyped on nn.Module
         size = sample_size if sample_size is not None else config.sample_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
-        self.sample_shape = (int(config.in_channels), int(height), int(width))
+        self.sample_shape: tuple[int, ...] = (int(config.in_channels), int(height), int(width))
         self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
         if self.prediction_type not in VARIANCE_PRESERVING_PREDICTION_TYPES:
             raise ValueError(f"unsupported scheduler prediction_type {self.prediction_type!r}")
@@ -195,8 +195,9 @@ class DiffusersDenoiser(SamplerChoice):
         """Pixels in ``[0, 1]`` for predicted clean samples (through the VAE in latent space)."""
         if self.vae is None:
             return ((x0 + 1) / 2).clamp(0, 1)
-        latents = x0.to(self.vae.dtype) / self.vae.config.scaling_factor
-        return ((self.vae.decode(latents).sample.float() + 1) / 2).clamp(0, 1)
+        vae: Any = self.vae  # an AutoencoderKL: its dtype, config and decode are untyped on nn.Module
+        latents = x0.to(vae.dtype) / vae.config.scaling_factor
+        return ((vae.decode(latents).sample.float() + 1) / 2).clamp(0, 1)
 
     def reverse_chain(self, num_steps: int) -> ReverseChain:
         return variance_preserving_chain(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -91,7 +91,8 @@ class FluxDenoiser(PipelineDenoiser):
         self.noise_level, self.max_sequence_length = float(noise_level), int(max_sequence_length)
         self.embedded_guidance_scale = float(embedded_guidance_scale)
         self.true_cfg_negative_prompt = true_cfg_negative_prompt
-        self.guidance_embeds = bool(self.model.config.guidance_embeds)
+        config: Any = self.model.config  # a diffusers config (attribute access), untyped on nn.Module
+        self.guidance_embeds = bool(config.guidance_embeds)
         self.guidance_mode = self._checked_guidance(guidance)
 
         # The pipeline's own sizes: latents are 2 * (pixels // (2 * vae_scale_factor)) per side, packed in 2×2 patches.
@@ -105,7 +106,7 @@ class FluxDenoiser(PipelineDenoiser):
                 )
         scale = pipeline.vae_scale_factor
         self.latent_height, self.latent_width = self.height // scale, self.width // scale
-        self.latent_channels = int(self.model.config.in_channels) // 4
+        self.latent_channels = int(config.in_channels) // 4
         self.image_seq_len = (self.latent_height // 2) * (self.latent_width // 2)
         self.sample_shape = (self.image_seq_len, 4 * self.latent_channels)
 
@@ -173,7 +174,8 @@ class FluxDenoiser(PipelineDenoiser):
             tokens, channels = self.sample_shape
             raise ValueError(f"x must be packed latents of shape (batch, {tokens}, {channels}), got {tuple(x.shape)}")
         dtype, device, batch = self.dtype, x.device, x.shape[0]
-        states = conditioning["encoder_hidden_states"]
+        parts = cast(Mapping[str, Tensor], conditioning)  # the dict of tensors encode_prompts built
+        states = parts["encoder_hidden_states"]
         guidance = None
         if self.guidance_embeds:
             scale = self.embedded_guidance_scale if guidance_scale is None else float(guidance_scale)
@@ -186,7 +188,7 @@ class FluxDenoiser(PipelineDenoiser):
             hidden_states=x.to(dtype),
             timestep=timesteps.to(device=device, dtype=dtype).expand(batch) / 1000,
             guidance=guidance,
-            pooled_projections=conditioning["pooled_projections"].to(dtype),
+            pooled_projections=parts["pooled_projections"].to(dtype),
             encoder_hidden_states=states.to(dtype),
             txt_ids=txt_ids,
             img_ids=img_ids,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any, TypeGuard, Union, cast
 
 import torch
 
@@ -22,7 +22,7 @@ EMBEDDED_MODEL_NAME = "conjure-zoo"
 """Loading options of a checkpoint resolved against its base (:func:`load_against_base`)."""
 
 
-def is_denoiser(obj: Any) -> bool:
+def is_denoiser(obj: Any) -> TypeGuard[Denoiser]:
     return all(hasattr(obj, name) for name in _PROTOCOL_MEMBERS)
 
 
@@ -144,7 +144,8 @@ def use_sampler(denoiser: Denoiser, sampler: str, argument: str = "model") -> De
             f"sampler={sampler!r}: {argument} ({type(denoiser).__name__}) offers no choice of sampler "
             "(its reverse_chain defines the process); leave sampler unset"
         )
-    return denoiser.with_sampler(sampler)
+    chooser: Any = denoiser  # a SamplerChoice adapter: checked just above
+    return chooser.with_sampler(sampler)
 
 
 def named_model(model: ModelLike) -> ModelLike:
@@ -172,7 +173,8 @@ def _resolve(model: ModelLike, argument: str, load_kwargs: dict[str, Any]) -> De
     if hasattr(model, "unet") and hasattr(model, "text_encoder"):  # an SD-like object that is not a pipeline
         from conjure_metrics.denoisers.diffusers import DiffusersDenoiser
 
-        return DiffusersDenoiser.from_pipeline(model)
+        # A Denoiser whose predict_noise takes the plain tensor its encode_prompts returns.
+        return cast(Denoiser, DiffusersDenoiser.from_pipeline(model))
     if isinstance(model, torch.nn.Module):  # callable, but calling it runs a forward pass
         raise TypeError(
             f"{argument} is a bare {type(model).__name__}; give the whole model: "

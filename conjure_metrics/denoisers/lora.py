@@ -303,7 +303,8 @@ def _load_peft(components: dict[str, torch.nn.Module], path: Path, name: str, ar
         # PeftModel.save_pretrained writes keys under the wrapper's prefix; the adapter goes into the bare module.
         weights = {re.sub(r"^base_model\.model\.", "", key): value for key, value in weights.items()}
         inject_adapter_in_model(config, target, adapter_name=name)
-        result = set_peft_model_state_dict(target, weights, adapter_name=name)
+        # load_state_dict's _IncompatibleKeys (peft annotates it as the namedtuple factory itself)
+        result: Any = set_peft_model_state_dict(target, weights, adapter_name=name)
         if result.unexpected_keys:
             raise ValueError(f"unexpected keys: {result.unexpected_keys[0]!r} has no module in {component or network}")
         target.to(next(target.parameters()).device)

@@ -80,10 +80,10 @@ class PixArtDenoiser(PipelineDenoiser):
         if not isinstance(max_sequence_length, int) or max_sequence_length < 1:
             raise ValueError(f"max_sequence_length must be a positive int, got {max_sequence_length!r}")
         self.max_sequence_length = max_sequence_length
-        config = self.model.config
+        config: Any = self.model.config  # a diffusers config (attribute access), untyped on nn.Module
         size = config.sample_size if sample_size is None else sample_size
         height, width = (size, size) if isinstance(size, int) else tuple(size)
-        self.sample_shape = (int(config.in_channels), int(height), int(width))
+        self.sample_shape: tuple[int, ...] = (int(config.in_channels), int(height), int(width))
         self.prediction_type = pipeline.scheduler.config.get("prediction_type", "epsilon")
         if self.prediction_type not in VARIANCE_PRESERVING_PREDICTION_TYPES:
             raise ValueError(f"unsupported scheduler prediction_type {self.prediction_type!r}")
@@ -105,7 +105,8 @@ class PixArtDenoiser(PipelineDenoiser):
 
     def added_cond_kwargs(self, batch_size: int) -> dict[str, Tensor | None]:
         """The micro-conditions the pipeline passes its transformer for ``batch_size`` rows."""
-        if not (self.is_alpha and self.model.config.sample_size == 128):
+        config: Any = self.model.config  # a diffusers config (attribute access), untyped on nn.Module
+        if not (self.is_alpha and config.sample_size == 128):
             return {"resolution": None, "aspect_ratio": None}
         # PixArt-α's pipeline: the (binned) pixel size of the image the latents decode to.
         scale = getattr(self.pipeline, "vae_scale_factor", 8)  # the pipeline's own (8 when loaded without a VAE)
@@ -128,7 +129,8 @@ class PixArtDenoiser(PipelineDenoiser):
             added_cond_kwargs=self.added_cond_kwargs(x.shape[0]),
             return_dict=False,
         )[0]
-        if model.config.out_channels // 2 == model.config.in_channels:  # the pipeline's "learned sigma" test
+        config: Any = model.config  # a diffusers config (attribute access), untyped on nn.Module
+        if config.out_channels // 2 == config.in_channels:  # the pipeline's "learned sigma" test
             output = output.chunk(2, dim=1)[0]
         return output.to(x.dtype)
 

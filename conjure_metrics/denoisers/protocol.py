@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -70,7 +70,7 @@ def guidance_mode(denoiser: Any) -> GuidanceMode:
     mode = getattr(denoiser, "guidance_mode", "cfg")
     if mode not in GUIDANCE_MODES:
         raise ValueError(f"guidance_mode must be one of {GUIDANCE_MODES}, got {mode!r}")
-    return mode
+    return cast(GuidanceMode, mode)
 
 
 def decode_to_pixels(denoiser: Denoiser, x0: Tensor) -> Tensor:

@@ -38,7 +38,7 @@ def supported_pipelines() -> list[str]:
     return sorted(FAMILIES)
 
 
-def adapter_for(pipeline_class_name: str, argument: str = "model") -> type:
+def adapter_for(pipeline_class_name: str, argument: str = "model") -> type[Any]:
     """The adapter class for a diffusers pipeline class name, or :class:`UnsupportedModelError`."""
     name = ALIASES.get(pipeline_class_name, pipeline_class_name)
     if name not in FAMILIES:

@@ -9,9 +9,9 @@ itself after ``set_timesteps``, so a chain walks exactly the grid the family's p
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from conjure_metrics.chains import ReverseChain, ddim_chain, ddpm_chain, euler_ancestral_chain
+from conjure_metrics.chains import PredictionType, ReverseChain, ddim_chain, ddpm_chain, euler_ancestral_chain
 from conjure_metrics.chains_flow import DEFAULT_FLOW_NOISE_LEVEL, flow_ancestral_chain, flow_ode_chain, flow_sde_chain
 
 VARIANCE_PRESERVING_SAMPLERS = ("ddpm", "ddim", "euler_ancestral")
@@ -30,24 +30,23 @@ def variance_preserving_chain(
     from diffusers import DDIMScheduler, DDPMScheduler, EulerAncestralDiscreteScheduler
 
     config = dict(scheduler_config)
+    output = cast(PredictionType, prediction_type)  # the chain builders check it
     if sampler == "ddpm":
         scheduler = DDPMScheduler.from_config(config)
         scheduler.set_timesteps(num_steps)
         variance = scheduler.config.variance_type
         variance = variance if variance in ("fixed_small", "fixed_large") else "fixed_small"
-        return ddpm_chain(scheduler.alphas_cumprod, scheduler.timesteps, variance, prediction_type)
+        return ddpm_chain(scheduler.alphas_cumprod, scheduler.timesteps, variance, output)
     if sampler == "ddim":
         scheduler = DDIMScheduler.from_config(config)
         scheduler.set_timesteps(num_steps)
         return ddim_chain(
-            scheduler.alphas_cumprod, scheduler.timesteps, eta, float(scheduler.final_alpha_cumprod), prediction_type
+            scheduler.alphas_cumprod, scheduler.timesteps, eta, float(scheduler.final_alpha_cumprod), output
         )
     if sampler == "euler_ancestral":
         scheduler = EulerAncestralDiscreteScheduler.from_config(config)
         scheduler.set_timesteps(num_steps)
-        return euler_ancestral_chain(
-            scheduler.sigmas, scheduler.timesteps, float(scheduler.init_noise_sigma), prediction_type
-        )
+        return euler_ancestral_chain(scheduler.sigmas, scheduler.timesteps, float(scheduler.init_noise_sigma), output)
     raise ValueError(f"sampler must be one of {VARIANCE_PRESERVING_SAMPLERS}, got {sampler!r}")
 
 

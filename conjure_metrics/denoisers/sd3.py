@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor
@@ -102,14 +102,14 @@ class SD3Denoiser(PipelineDenoiser):
                 stacklevel=2,
             )
         self.noise_level, self.max_sequence_length = float(noise_level), max_sequence_length
-        config = self.model.config
+        config: Any = self.model.config  # a diffusers config (attribute access), untyped on nn.Module
         size = config.sample_size if sample_size is None else sample_size
         height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         if height % config.patch_size or width % config.patch_size or min(height, width) < 1:
             raise ValueError(
                 f"sample_size must be positive multiples of the patch size {config.patch_size}, got {(height, width)}"
             )
-        self.sample_shape = (int(config.in_channels), height, width)
+        self.sample_shape: tuple[int, ...] = (int(config.in_channels), height, width)
 
     def encode_prompts(self, prompts: Sequence[str]) -> Conditioning:
         """``{"encoder_hidden_states": (n, CLIP tokens + T5 tokens, T5 width), "pooled_projections": (n, pooled)}``."""
@@ -126,11 +126,12 @@ class SD3Denoiser(PipelineDenoiser):
     def predict_noise(self, x: Tensor, timesteps: Tensor, conditioning: Conditioning) -> Tensor:
         """The transformer's velocity for a batch (``timesteps``: the scheduler's, one per row, as the pipeline's)."""
         dtype = self.dtype
+        parts = cast(Mapping[str, Tensor], conditioning)  # the dict encode_prompts built
         output = self.model(
             hidden_states=x.to(dtype),
             timestep=timesteps.to(x.device),
-            encoder_hidden_states=conditioning["encoder_hidden_states"].to(dtype),
-            pooled_projections=conditioning["pooled_projections"].to(dtype),
+            encoder_hidden_states=parts["encoder_hidden_states"].to(dtype),
+            pooled_projections=parts["pooled_projections"].to(dtype),
             return_dict=False,
         )[0]
         return output.to(x.dtype)
@@ -148,7 +149,8 @@ class SD3Denoiser(PipelineDenoiser):
             return None
         from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
 
-        patch = self.model.config.patch_size
+        model_config: Any = self.model.config  # a diffusers config (attribute access), untyped on nn.Module
+        patch = model_config.patch_size
         _, height, width = self.sample_shape
         return calculate_shift(
             (height // patch) * (width // patch),

@@ -65,7 +65,7 @@ class SDXLDenoiser(PipelineDenoiser):
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         self.eta = float(eta)
-        unet_config = self.model.config
+        unet_config: Any = self.model.config  # a diffusers config (attribute access), untyped on nn.Module
         if unet_config.get("time_cond_proj_dim") is not None:
             raise TypeError(
                 "the UNet takes a guidance embedding (time_cond_proj_dim, e.g. LCM); SDXLDenoiser "
@@ -76,7 +76,7 @@ class SDXLDenoiser(PipelineDenoiser):
             raise ValueError(f"unsupported scheduler prediction_type {self.prediction_type!r}")
         size = unet_config.sample_size if sample_size is None else sample_size
         height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-        self.sample_shape = (int(unet_config.in_channels), int(height), int(width))
+        self.sample_shape: tuple[int, ...] = (int(unet_config.in_channels), int(height), int(width))
         self._time_ids = self._add_time_ids()
 
     def _add_time_ids(self) -> Tensor:
@@ -103,7 +103,8 @@ class SDXLDenoiser(PipelineDenoiser):
                 text_encoder_projection_dim=pipeline.text_encoder_2.config.projection_dim,
             )
         except ValueError:
-            expected = self.model.add_embedding.linear_1.in_features
+            unet: Any = self.model  # a UNet2DConditionModel: its submodules are untyped on nn.Module
+            expected = unet.add_embedding.linear_1.in_features
             raise TypeError(
                 f"the UNet's added conditioning takes {expected} values, not SDXL's six time ids and the "
                 "pooled text embedding (an SDXL refiner with aesthetic score is not supported)"

@@ -43,9 +43,10 @@ def order_checkpoints(names: Sequence[str]) -> list[tuple[int, CheckpointInfo]]:
     """``(index in names, info)`` in training order: by step when every name carries a distinct step,
     else in the order given."""
     steps = [parse_step(name) for name in names]
-    if all(step is not None for step in steps) and len(set(steps)) == len(steps):
-        order = sorted(range(len(names)), key=lambda i: steps[i])
-        return [(i, CheckpointInfo(names[i], steps[i], steps[i])) for i in order]
+    known = [step for step in steps if step is not None]
+    if len(known) == len(steps) and len(set(known)) == len(known):
+        order = sorted(range(len(names)), key=lambda i: known[i])
+        return [(i, CheckpointInfo(names[i], known[i], known[i])) for i in order]
     return [(i, CheckpointInfo(name, None, i + 1)) for i, name in enumerate(names)]
 
 

@@ -119,7 +119,7 @@ def group_prompts(
 
 
 def _parse_text(path: Path, lines: list[str]) -> list[tuple[str, str | None, str]]:
-    parsed = []
+    parsed: list[tuple[str, str | None, str]] = []
     for number, line in enumerate(lines, start=1):
         line = line.strip()
         if not line or line.startswith("#"):

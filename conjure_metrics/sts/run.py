@@ -178,7 +178,7 @@ def _gather(records: list[dict[str, Any]], rank: int, world_size: int) -> list[d
 
     gathered: list[Any] | None = [None] * world_size if rank == 0 else None
     dist.gather_object(records, gathered, dst=0)
-    return [r for part in gathered for r in part] if rank == 0 else []
+    return [r for part in gathered for r in part] if gathered is not None else []  # None off rank 0
 
 
 def _model_name(model: ModelLike) -> str:

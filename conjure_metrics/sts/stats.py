@@ -23,7 +23,7 @@ class Correlation:
     low: float
     high: float
 
-    def to_dict(self, scale: float = 1.0) -> dict[str, float | None]:
+    def to_dict(self, scale: float = 1.0) -> dict[str, float | list[float | None] | None]:
         def number(x: float) -> float | None:
             return None if math.isnan(x) else x * scale
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -114,8 +114,9 @@ def build_pipeline(seed: int = 0, guidance_embeds: bool = True) -> Any:
         tokenizer_2=tokenizer_2,
         transformer=transformer,
     )
+    # diffusers' top-level classes are its dummy placeholders to a type checker: these are torch modules
     for module in (text_encoder, text_encoder_2, transformer, vae):
-        module.requires_grad_(False).eval()
+        cast(torch.nn.Module, module).requires_grad_(False).eval()
     return pipeline
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -65,7 +65,7 @@ def build_pipeline(seed: int = 0) -> Any:
     tokenizer_3 = character_t5_tokenizer(T5_LENGTH)
     text_encoder, text_encoder_2 = _clip(tokenizer, 16, 16), _clip(tokenizer_2, 16, 16)
     text_encoder_3 = T5EncoderModel(
-        T5Config(
+        T5Config(  # type: ignore[call-arg]  # extra config fields are accepted at run time
             vocab_size=len(tokenizer_3),
             d_model=32,
             d_kv=8,
@@ -121,8 +121,9 @@ def build_pipeline(seed: int = 0) -> Any:
         text_encoder_3=text_encoder_3,
         tokenizer_3=tokenizer_3,
     )
+    # diffusers' top-level classes are its dummy placeholders to a type checker: these are torch modules
     for module in (transformer, vae, text_encoder, text_encoder_2, text_encoder_3):
-        module.requires_grad_(False).eval()
+        cast(torch.nn.Module, module).requires_grad_(False).eval()
     return pipeline
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -117,8 +117,9 @@ def build_pipeline(seed: int = 0, force_zeros_for_empty_prompt: bool = True, tex
         force_zeros_for_empty_prompt=force_zeros_for_empty_prompt,
         add_watermarker=False,
     )
+    # diffusers' top-level classes are its dummy placeholders to a type checker: these are torch modules
     for module in (vae, first_encoder, text_encoder_2, unet):
-        module.requires_grad_(False).eval()
+        cast(torch.nn.Module, module).requires_grad_(False).eval()
     return pipeline
 
 

@@ -22,7 +22,7 @@ def default_lm_path() -> Path:
 
 def load_language_model(
     model: LanguageModelLike, tokenizer: TokenizerLike = None, **load_kwargs: Any
-) -> tuple[Any, Any]:
+) -> tuple[torch.nn.Module, Any]:
     """Resolve ``(model, tokenizer)``.
 
     ``model``: ``None`` (the embedded zoo LM, loaded offline), a transformers causal-LM folder or hub
@@ -32,7 +32,7 @@ def load_language_model(
     ``AutoModelForCausalLM.from_pretrained`` (e.g. ``dtype``, ``device_map``). Models loaded here
     from a folder are frozen; objects you pass keep their ``requires_grad`` flags.
     """
-    source = None
+    source: str | os.PathLike | None = None
     if model is None:
         model, source = default_lm_path(), default_lm_path()
         if not (source / "config.json").exists():

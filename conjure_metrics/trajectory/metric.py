@@ -62,7 +62,7 @@ class TrajectorySimilarity(PairSimilarityMetric):
     ) -> None:
         super().__init__(**kwargs)
         check_trajectory_settings(num_continuations, max_new_tokens, distance, seed, max_batch_size)
-        self.settings = dict(
+        self.settings: dict[str, Any] = dict(
             num_continuations=num_continuations,
             max_new_tokens=max_new_tokens,
             distance=distance,

@@ -25,7 +25,8 @@ from .functional import trajectory_similarity
 def probe_pairs(num_pairs: int, split: str, seed: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """``(paraphrases, random_pairs)`` of captions on the ``split`` side, reproducible from ``seed``."""
     rng = random.Random(seed)
-    paraphrases = [tuple(c.text for c in paraphrase_pair(rng, split)) for _ in range(num_pairs)]
+    pairs = [paraphrase_pair(rng, split) for _ in range(num_pairs)]
+    paraphrases = [(a.text, b.text) for a, b in pairs]
     random_pairs = [(a, sample_caption(rng, split).text) for a, _ in paraphrases]
     return paraphrases, random_pairs
 

@@ -203,7 +203,8 @@ def _describe(spec: Spec, template: str, rng: random.Random) -> str:
     if template == "comma" and (coat or with_clause):
         plain = adjective if spec.pattern == "plain" else None
         return ", ".join([_article(noun)] + [p for p in (coat, with_clause, plain) if p])
-    if template == "with" and with_clause or mark:  # a pattern colour only sits before a pattern noun
+    if (template == "with" and with_clause) or mark:  # a pattern colour only sits before a pattern noun
+        assert with_clause is not None  # a mark needs a pattern noun (Spec checks it)
         return _article(" ".join(w for w in (coat, noun) if w)) + " " + with_clause
     return _article(" ".join(w for w in (adjective, coat, noun) if w))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -34,7 +35,8 @@ def _recast(path: Path, dtype: torch.dtype) -> None:
 def export(run: Path, out: Path, dtype: torch.dtype = torch.float16) -> Path:
     """Build the diffusers folder ``out`` from the EMA weights and configs of the run folder ``run``."""
     log = json.loads((run / "log.json").read_text())
-    unet = UNet2DConditionModel(**log["unet_config"])
+    # diffusers' top-level classes are its dummy placeholders to a type checker: Any, not those
+    unet: Any = UNet2DConditionModel(**log["unet_config"])
     unet.load_state_dict(load_sharded(run / "weights" / "unet"))
     text_encoder = CLIPTextModel(CLIPTextConfig(**log["text_config"]))
     text_encoder.load_state_dict(load_sharded(run / "weights" / "text_encoder"))
@@ -46,7 +48,8 @@ def export(run: Path, out: Path, dtype: torch.dtype = torch.float16) -> Path:
     for weights in [*(out / "unet").glob("*.safetensors"), *(out / "text_encoder").glob("*.safetensors")]:
         _recast(weights, dtype)
     build_tokenizer().save_pretrained(out / "tokenizer")
-    DDPMScheduler(**log["scheduler_config"]).save_pretrained(out / "scheduler")
+    scheduler: Any = DDPMScheduler(**log["scheduler_config"])
+    scheduler.save_pretrained(out / "scheduler")
     index = {
         "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": __import__("diffusers").__version__,

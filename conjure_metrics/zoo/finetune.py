@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -260,7 +260,8 @@ def _add_lora(unet: torch.nn.Module, rank: int, seed: int) -> None:
     from peft import LoraConfig
 
     torch.manual_seed(seed)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+    model: Any = unet  # a diffusers UNet: add_adapter comes from its PEFT mixin, untyped on nn.Module
+    model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
 
 
 def finetune(
@@ -420,7 +421,8 @@ def _write_atomically(
                 if item.name == "unet":
                     continue
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, building / item.name)
-            unet.save_pretrained(building / "unet", safe_serialization=True)
+            model: Any = unet  # a diffusers UNet: save_pretrained is untyped on nn.Module
+            model.save_pretrained(building / "unet", safe_serialization=True)
         (building / "finetune.json").write_text(json.dumps(recipe, indent=1) + "\n")
         if overwrite and out_dir.exists():
             stale = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.stale.", dir=out_dir.parent))

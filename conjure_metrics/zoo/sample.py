@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -50,7 +50,8 @@ def load_components(path: str | os.PathLike | None = None, device: str | torch.d
     tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
     scheduler = DDPMScheduler.from_pretrained(path / "scheduler", local_files_only=True)
     for module in (unet, text_encoder):
-        module.to(device).requires_grad_(False).eval()
+        # diffusers' UNet is its dummy placeholder to a type checker, and transformers types .to() oddly
+        cast(torch.nn.Module, module).to(device).requires_grad_(False).eval()
     return ZooComponents(unet, text_encoder, tokenizer, scheduler)
 
 

@@ -18,6 +18,7 @@ import json
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from transformers import CLIPTokenizer
 
@@ -93,9 +94,12 @@ def vocabulary_and_merges(words: list[str] | None = None) -> tuple[dict[str, int
 def build_tokenizer(model_max_length: int = MODEL_MAX_LENGTH) -> CLIPTokenizer:
     """The zoo's CLIP tokenizer, built in memory with no file or network access."""
     vocab, merges = vocabulary_and_merges()
-    special = dict(unk_token=EOS, bos_token=BOS, eos_token=EOS, pad_token=EOS, model_max_length=model_max_length)
+    special: dict[str, Any] = dict(
+        unk_token=EOS, bos_token=BOS, eos_token=EOS, pad_token=EOS, model_max_length=model_max_length
+    )
     try:
-        tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, **special)
+        # tokenizers' BPE takes the (a, b) pairs; transformers 5 annotates merges as list[str]
+        tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, **special)  # type: ignore[arg-type]
     except TypeError:  # transformers versions whose CLIPTokenizer only reads files
         with tempfile.TemporaryDirectory() as folder:
             vocab_file, merges_file = Path(folder, "vocab.json"), Path(folder, "merges.txt")

@@ -18,6 +18,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -118,9 +119,12 @@ def train(args: argparse.Namespace) -> dict:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)  # initial weights
+    # diffusers' top-level classes are its dummy placeholders to a type checker (no nn.Module members).
+    unet: Any
+    scheduler: Any
     unet, text_encoder, scheduler = build_models(args.preset)
     unet.to(device).train()
-    text_encoder.to(device).train()
+    cast(torch.nn.Module, text_encoder).to(device).train()  # transformers types a model's .to() oddly
     modules = {"unet": unet, "text_encoder": text_encoder}
     params = [p for module in modules.values() for p in module.parameters()]
     # Exponential moving average of the weights, per module and parameter name; the shipped weights.
@@ -129,7 +133,7 @@ def train(args: argparse.Namespace) -> dict:
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.99))
     alphas_cumprod = scheduler.alphas_cumprod.to(device)
 
-    log = {
+    log: dict[str, Any] = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "unet_config": unet_config(args.preset),
         "text_config": text_config(args.preset),
@@ -185,6 +189,7 @@ def train(args: argparse.Namespace) -> dict:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     began = time.time() - log["train_seconds"]
     last_checkpoint = time.time()
+    running: float | torch.Tensor  # the summed loss tensor once a step ran
     running, count, done = 0.0, 0, start
     bar = tqdm(total=args.steps, initial=start, desc="conjure-zoo", dynamic_ncols=True)
     for step, ids, specified in loader:
