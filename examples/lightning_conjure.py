@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--track-drift", action="store_true")
     parser.add_argument("--out", default=None, help="JSON file for the final validation metrics")
     args = parser.parse_args(argv)
+    # The text encoder (and --track-drift's copy of the starting UNet) are frozen on purpose: eval mode is
+    # what we want there, so Lightning's notice about modules in eval mode is not a problem to act on.
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
+    # val/pairs_counted is read inside the metric's sync_context, so it is already the count over all ranks.
+    warnings.filterwarnings("ignore", message=r".*self\.log\('val/pairs_counted', \.\.\., sync_dist=True\)")
 
     torch.manual_seed(0)
     module = ConjureFineTuner(
