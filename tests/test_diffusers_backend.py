@@ -36,7 +36,10 @@ def test_from_pretrained_path_runs_end_to_end(repo, request):
 def test_a_path_string_is_loaded_by_the_metric_like_a_hub_id(tiny_pixel_repo):
     metric = ConjureSimilarity(str(tiny_pixel_repo), num_steps=3, num_samples=2)
     metric.update(*PAIRS)
-    assert 0 < metric.compute() < 1
+    loaded = DiffusersDenoiser.from_pretrained(tiny_pixel_repo, local_files_only=True)
+    expected = conjure_similarity(*PAIRS, loaded, num_steps=3, num_samples=2)
+    torch.testing.assert_close(metric.pair_results()["divergence"], expected.divergence, rtol=0, atol=0)
+    assert expected.divergence[0] > 0 and expected.divergence[1] == 0  # a distinct pair, an identical one
 
 
 def test_loading_options_reach_from_pretrained_through_the_metric_and_the_functional(tiny_pixel_repo):
