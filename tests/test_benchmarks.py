@@ -98,3 +98,22 @@ def test_bench_engine_quick_run_compares_with_the_naive_loop(tmp_path):
         ]
         assert same and all(r["denoiser_rows"] < naive["denoiser_rows"] for r in same)
     assert all("attainable_speedup" in r and "share_of_attainable" in r for r in runs if r["engine"] == "batched")
+
+
+def test_bench_families_records_every_requested_family_at_a_tiny_size(tmp_path):
+    out = tmp_path / "families.json"
+    args = ["--pairs", "2", "--steps", "2", "--samples", "1", "--repeats", "1", "--engine-repeats", "1"]
+    stdout = _run("bench_families.py", "--families", "sd", "flux", *args, "--bare-batch", "8", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert "not full-size" in result["note"] and "not full-size" in stdout
+    assert result["settings"]["families"] == ["sd", "flux"] and result["torch"] and result["machine"]["cpu_count"]
+    rows = {r["family"]: r for r in result["families"]}
+    assert set(rows) == {"sd", "flux"} and not any("error" in r for r in rows.values())
+    for r in rows.values():
+        for key in ("network_params", "text_encoder_params", "bare_rows_per_s", "engine_rows_per_s", "pairs_per_s"):
+            assert r[key] > 0, (r["family"], key)
+        assert 0 < r["share_in_model"] <= 1 and r["peak_mib_scored"] >= r["peak_mib_loaded"] > 0
+        assert r["divergence_finite"] and r["rows"] == r["rows_per_pair"] * 2
+    # Counted, not timed: Flux dev embeds its guidance, so it runs no unconditional rows (fewer than SD's CFG).
+    assert rows["flux"]["guidance_mode"] == "embedded" and rows["sd"]["guidance_mode"] == "cfg"
+    assert rows["flux"]["rows_per_pair"] < rows["sd"]["rows_per_pair"]
