@@ -100,6 +100,24 @@ def test_logged_drift_equals_drift_report_of_start_and_trained_model():
     assert [(r.prompt, r.samples) for r in callback.last_report.rows] == [(r.prompt, r.samples) for r in expected.rows]
 
 
+def test_bf16_true_training_logs_the_drift_of_the_bf16_weights():
+    # Lightning casts the module before on_fit_start: the starting point is the pristine weights in bf16.
+    torch.manual_seed(0)
+    module = Trainee()
+    callback = ConceptDrift(PROMPTS, GROUPS, **SETTINGS)
+    trainer = _fit(module, callback, precision="bf16-true")
+    assert next(module.unet.parameters()).dtype == torch.bfloat16
+    start = _pristine_denoiser()
+    start.unet.to(torch.bfloat16)
+    start.text_encoder.to(torch.bfloat16)
+    expected = _reference(start, module)
+    means = {g.group: g.mean.value for g in expected.groups}
+    assert means["target"] > 0 and all(map(torch.isfinite, map(torch.tensor, means.values())))
+    logged = trainer.callback_metrics
+    assert float(logged["drift/target"]) == pytest.approx(means["target"], rel=1e-6)
+    assert float(logged["drift/preserve"]) == pytest.approx(means["preserve"], rel=1e-6)
+
+
 def test_lora_module_is_compared_with_its_adapter_switched_off():
     torch.manual_seed(0)
     module = Trainee(lora=True, lr=2.0)
@@ -227,25 +245,33 @@ sys.path.insert(0, {root!r})
 from tests.test_lightning_drift import GROUPS, PROMPTS, QUIET, SETTINGS, Trainee
 from conjure_metrics.lightning_drift import ConceptDrift
 
-torch.manual_seed(0)
-module = Trainee()
-callback = ConceptDrift(PROMPTS, GROUPS, **SETTINGS)
-quiet = {{**QUIET, "devices": 2}}
-trainer = L.Trainer(callbacks=[callback], strategy="ddp", max_epochs=1, use_distributed_sampler=False, **quiet)
-trainer.fit(module)
-if trainer.global_rank == 0:
-    logged = {{k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("drift/")}}
-    json.dump(dict(logged=logged, world_size=trainer.world_size,
-                   rows=[[r.prompt, r.drift] for r in callback.last_report.rows]), open({out!r}, "w"))
+
+def main():
+    torch.manual_seed(0)
+    module = Trainee()
+    callback = ConceptDrift(PROMPTS, GROUPS, **SETTINGS)
+    quiet = {{**QUIET, "devices": 2}}
+    trainer = L.Trainer(callbacks=[callback], strategy={strategy!r}, max_epochs=1, use_distributed_sampler=False,
+                        **quiet)
+    trainer.fit(module)
+    if trainer.global_rank == 0:  # under ddp_spawn: the main process, which gets rank 0's logged metrics back
+        logged = {{k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("drift/")}}
+        json.dump(dict(logged=logged, world_size=trainer.world_size), open({out!r}, "w"))
+
+
+if __name__ == "__main__":  # ddp_spawn's workers import this file again
+    main()
 """
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_two_ddp_ranks_log_what_one_process_logs(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_two_ddp_ranks_log_what_one_process_logs(tmp_path, strategy):
     out = tmp_path / "ddp.json"
     script = tmp_path / "fit_ddp.py"
-    script.write_text(_DDP_SCRIPT.format(root=str(Path(__file__).resolve().parents[1]), out=str(out)))
+    root = str(Path(__file__).resolve().parents[1])
+    script.write_text(_DDP_SCRIPT.format(root=root, out=str(out), strategy=strategy))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     done = subprocess.run(
         [sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
