@@ -100,6 +100,41 @@ def test_logged_drift_equals_drift_report_of_start_and_trained_model():
     assert [(r.prompt, r.samples) for r in callback.last_report.rows] == [(r.prompt, r.samples) for r in expected.rows]
 
 
+def test_logged_drift_equals_conjure_drift_on_the_saved_checkpoint(tmp_path):
+    # What a user checks afterwards: the starting model saved as a folder, the trained UNet saved as a
+    # training script saves it (checkpoint-N/unet), and `conjure drift` on the two with the same settings.
+    from conjure_metrics.cli import main
+    from conjure_metrics.tiny import save_tiny_model
+
+    torch.manual_seed(0)
+    module = Trainee()
+    callback = ConceptDrift(PROMPTS, GROUPS, **SETTINGS)
+    logged = _fit(module, callback).callback_metrics
+    base = save_tiny_model(tmp_path / "base", seed=0)  # the weights Trainee starts from
+    module.unet.save_pretrained(tmp_path / "checkpoint-2" / "unet")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"{group}: {prompt}\n" for prompt, group in zip(PROMPTS, GROUPS)))
+    out = tmp_path / "drift.json"
+    options = ["--steps", "3", "--samples", "2", "--guidance", "3.0", "--seed", "0"]
+    main(
+        [
+            "drift",
+            str(base),
+            str(tmp_path / "checkpoint-2"),
+            "--prompts",
+            str(prompts),
+            *options,
+            "--json",
+            str(out),
+            "--quiet",
+        ]
+    )
+    offline = {g["group"]: g["mean_drift"] for g in json.loads(out.read_text())["groups"]}
+    assert offline["target"] > 0
+    assert float(logged["drift/target"]) == pytest.approx(offline["target"], rel=1e-6)
+    assert float(logged["drift/preserve"]) == pytest.approx(offline["preserve"], rel=1e-6)
+
+
 def test_bf16_true_training_logs_the_drift_of_the_bf16_weights():
     # Lightning casts the module before on_fit_start: the starting point is the pristine weights in bf16.
     torch.manual_seed(0)
