@@ -192,6 +192,15 @@ def test_explain_out_that_is_empty_or_a_directory_is_refused_before_any_work(out
     assert not (tmp_path.parent / f"{tmp_path.name}.png").exists()
 
 
+@pytest.mark.parametrize("out", [".png", "figures/.PDF"])
+def test_explain_out_that_is_only_a_suffix_is_refused_before_any_work(out, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "figures").mkdir()
+    assert main(["explain", "a", "b", "--out", out, "--model", "/no/such/model", "--quiet"]) == 2
+    assert _one_error_line(capsys).startswith(f"conjure: error: --out {out}: give a file name")
+    assert not list(tmp_path.rglob("*.*"))
+
+
 @pytest.mark.parametrize("command", ["similarity", "compare", "explain", "sts", "drift"])
 def test_json_naming_a_directory_is_refused_before_any_work(command, tmp_path, capsys):
     # A missing model (or data file) would be the error if --json were checked only after the work starts.

@@ -164,6 +164,8 @@ def explain_command(args: argparse.Namespace) -> None:
 
     # Checked as given: "" or a directory would otherwise become ".png" or "DIR.png" below.
     check_output("--out", args.out)
+    if Path(args.out).name.lower() in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):  # a suffix with no name
+        raise ValueError(f"--out {args.out}: give a file name, e.g. explain{Path(args.out).name}")
     # matplotlib picks the format from the suffix and adds ".png" when there is none.
     out = args.out if Path(args.out).suffix else f"{args.out}.png"
     check_output("--out", out)
