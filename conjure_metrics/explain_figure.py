@@ -107,7 +107,7 @@ def explanation_figure(explanation: Explanation, weighting: str = "simple", high
     strip.set_xlim(-0.5, steps - 0.5)
     strip.set_xlabel("timestep (noisy → clean)", fontsize=8)
     strip.set_ylabel(f"{weighting}\ncontribution", fontsize=8)
-    strip.legend(fontsize=7, loc="upper left")
+    strip.legend(fontsize=7, loc="best")  # the largest bars are often the first ones
     strip.tick_params(labelsize=7)
     divergence = explanation.divergence[weighting]
     figure.text(0.02, 0.01, CAPTION, fontsize=7, wrap=True, va="bottom", ha="left", color="0.25")
