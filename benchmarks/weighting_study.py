@@ -222,14 +222,14 @@ def report(args: argparse.Namespace) -> dict:
             if samples > 1:
                 cells["stderr_per_call"] = _efficiency(per_sample, store["rows"] / len(squared))
             row[f"T={steps}"] = dict(row.get(f"T={steps}", {}), **cells)
-    # Precision per model call for prompt pairs: variance_study.py's 32 pairs x 24 samples. Its
-    # `simple` terms are ||Δε||² / (numel * T) at every step, so ||Δε||² is recovered exactly.
+    # Precision per model call for prompt pairs: variance_study.py's terms (32 pairs x 24 samples at
+    # T = 5 and 10, 16 x 12 at T = 25). Its `simple` terms are ||Δε||² / (numel * T) at every step,
+    # so ||Δε||² is recovered exactly.
     model = None
-    for path, steps in ((RESULTS / "variance_terms_T5.pt", 5), (RESULTS / "variance_terms.pt", 10)):
-        if not path.exists():
-            continue
+    for path in sorted(RESULTS.glob("variance_terms*.pt")):
         model = model or load_denoiser(None)
         store = torch.load(path)
+        steps = store["settings"]["num_steps"]
         info = chain_info(model, steps)
         squared = torch.cat(store["simple"]).double() * info["numel"] * steps
         settings_seen.append(
