@@ -3,7 +3,8 @@
 Stage 1 (``--collect``, slow): for 32 zoo caption pairs (paraphrases and random held-out pairs)
 draws 24 Monte-Carlo samples each at T=10, guidance 3, on the embedded conjure-zoo model, and keeps
 every per-step term (pairs × samples × direction × step) in ``results/variance_terms.pt``;
-``--steps 5`` does the same for a coarser chain (``results/variance_terms_T5.pt``). Resumable:
+``--steps 5`` does the same for a coarser chain (``results/variance_terms_T5.pt``), and
+``--steps 25 --pairs 16 --samples 12`` gives the weighting study its T = 25 precision. Resumable:
 pairs are added in chunks.
 
 Stage 2 (default): from those terms alone, for each weighting,
