@@ -8,7 +8,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# At most 2 intra-op threads (the project's machines have 2 cores), shared out among pytest-xdist
+# workers so that parallel workers do not oversubscribe the cores.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, torch.get_num_threads() // _workers)))
 
 
 @pytest.fixture(scope="session")
