@@ -23,14 +23,15 @@ demo: setup
 # Two pytest workers, one per core of the project's machines; a file's tests stay on one worker so its
 # module-scoped fixtures (trained adapters, saved tiny models) are built once. TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PYTEST)
 
 # For the edit-test loop: everything but the tests marked slow (statistical checks, the LoRA demo,
 # benchmark smoke runs, multi-process training). CI runs the whole suite (`make test`).
 test-fast: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The documentation site, built strictly (any warning fails), into ./site.
 docs: setup
